@@ -1,0 +1,1 @@
+"""PANTHER Task 1 pancreatic tumour segmentation: the pipeline behind process.py."""

@@ -1,0 +1,168 @@
+"""Command line: grand-challenge mode (``/input`` -> ``/output``) and a batch mode for users.
+
+Every failure the user can fix ends in one line ``error: <file>: <problem>`` on stderr and a
+non-zero exit; masks are written atomically, so a failed run leaves no output file behind.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import SimpleITK as sitk
+import torch
+
+from .config import FAST_OVERLAP, GC_INPUT_ROOT, GC_OUTPUT_NAME, GC_OUTPUT_ROOT, GC_OUTPUT_SUBDIR, OVERLAP, WINDOW
+from .device import describe, select_device
+from .errors import InputError
+from .image_io import case_id, find_gc_input, has_image_suffix, read_image, write_image_atomic
+from .pipeline import Segmenter, Timings, peak_memory
+from .resources import resolve_resources
+from .sliding_window import InferenceSettings
+
+log = logging.getLogger("panther_seg")
+
+
+def configure_logging() -> None:
+    """Progress to stdout; warnings and errors to stderr (grand-challenge shows them as warnings)."""
+    log.handlers.clear()
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    out = logging.StreamHandler(sys.stdout)
+    out.addFilter(lambda r: r.levelno < logging.WARNING)
+    err = logging.StreamHandler(sys.stderr)
+    err.setLevel(logging.WARNING)
+    for h in (out, err):
+        h.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(h)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="process.py",
+        description="Pancreatic tumour segmentation of T1 contrast-enhanced MRI (PANTHER Task 1).",
+        epilog="Without --batch: grand-challenge mode, one image under INPUT_ROOT/images/*mri*/ -> "
+        f"OUTPUT_ROOT/{GC_OUTPUT_SUBDIR}/{GC_OUTPUT_NAME}.",
+    )
+    p.add_argument("--input-root", type=Path, default=GC_INPUT_ROOT, help="grand-challenge input root (default /input)")
+    p.add_argument("--output-root", type=Path, default=GC_OUTPUT_ROOT, help="grand-challenge output root (default /output)")
+    p.add_argument("--batch", nargs="+", type=Path, metavar="PATH", help="batch mode: image files and/or folders of images")
+    p.add_argument("--output-dir", type=Path, help="batch mode: where the masks go (<case>.<input format>)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--fast", action="store_true", help=f"no mirroring, overlap {FAST_OVERLAP} (for CPUs)")
+    p.add_argument("--overlap", type=float, help=f"sliding-window overlap (default {OVERLAP}, {FAST_OVERLAP} with --fast)")
+    p.add_argument("--no-tta", action="store_true", help="no mirror test-time augmentation")
+    p.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default 4 on GPU, 1 on CPU)")
+    p.add_argument("--checkpoint", type=Path, help="checkpoint to use instead of /opt/ml/model or resources/")
+    p.add_argument("--stats", type=Path, help="mri_statistics.csv to use instead of the checkpoint's")
+    p.add_argument("--model-config", type=Path, help="JSON of SegFormer3D constructor arguments, for checkpoints that record none")
+    args = p.parse_args(argv)
+    if args.batch and args.output_dir is None:
+        p.error("--batch needs --output-dir")
+    if args.overlap is not None and not 0 <= args.overlap < 1:
+        p.error("--overlap must be in [0, 1)")
+    if args.batch_size is not None and args.batch_size < 1:
+        p.error("--batch-size must be at least 1")
+    return args
+
+
+def settings_from(args: argparse.Namespace, device: str) -> InferenceSettings:
+    overlap = args.overlap if args.overlap is not None else (FAST_OVERLAP if args.fast else OVERLAP)
+    return InferenceSettings(
+        window=WINDOW,
+        overlap=overlap,
+        mirror_axes=() if (args.fast or args.no_tta) else (0, 1, 2),
+        batch_size=args.batch_size or (4 if device == "cuda" else 1),
+        device=device,
+        amp=device == "cuda",
+    )
+
+
+def describe_image(path: Path, image: sitk.Image) -> str:
+    return (
+        f"input {path.name}: size {image.GetSize()} (x, y, z), spacing {tuple(round(s, 4) for s in image.GetSpacing())} mm, "
+        f"{image.GetPixelIDTypeAsString()}, direction {tuple(round(d, 3) for d in image.GetDirection())}"
+    )
+
+
+def segment_file(segmenter: Segmenter, src: Path, dst: Path) -> dict[str, float]:
+    timings = Timings()
+    with timings.stage("read"):
+        image = read_image(src)
+    log.info(describe_image(src, image))
+    mask = segmenter.segment(image, timings)
+    with timings.stage("write"):
+        write_image_atomic(mask, dst)
+    log.info("wrote %s", dst)
+    return timings.seconds
+
+
+def batch_inputs(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and has_image_suffix(p))
+            if not found:
+                raise InputError(path, "folder holds no image file (.mha, .nii, .nii.gz, .nrrd)")
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise InputError(path, "no such file or folder")
+    return files
+
+
+def output_name(src: Path) -> str:
+    suffix = src.name[len(case_id(src)):]
+    return case_id(src) + (".mha" if suffix.lower() == ".mhd" else suffix)
+
+
+def run_batch(segmenter: Segmenter, args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    files = batch_inputs(args.batch)
+    failed = []
+    for src in tqdm(files, desc="cases", unit="case", file=sys.stderr, disable=len(files) < 2):
+        try:
+            segment_file(segmenter, src, args.output_dir / output_name(src))
+        except InputError as e:
+            log.error("error: %s", e)
+            failed.append(src)
+    log.info("%d of %d masks written to %s", len(files) - len(failed), len(files), args.output_dir)
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging()
+    args = parse_args(argv)
+    start = time.perf_counter()
+    try:
+        device = select_device(args.device)
+        log.info(describe(device))
+        config = json.loads(args.model_config.read_text()) if args.model_config else None
+        resources = resolve_resources(args.checkpoint, args.stats, config)
+        settings = settings_from(args, device)
+        log.info(
+            "checkpoint %s (%s); statistics %s; target spacing %s mm (x, y, z)",
+            resources.checkpoint_path, resources.loaded.kind, resources.stats_source, resources.stats.target_spacing(),
+        )
+        log.info("window %s, overlap %s, mirrorings %d, batch %d, fp16 %s", settings.window, settings.overlap,
+                 2 ** len(settings.mirror_axes), settings.batch_size, settings.amp)
+        segmenter = Segmenter(resources, settings)
+        if args.batch:
+            status = run_batch(segmenter, args)
+        else:
+            src = find_gc_input(args.input_root)
+            segment_file(segmenter, src, args.output_root / GC_OUTPUT_SUBDIR / GC_OUTPUT_NAME)
+            status = 0
+    except InputError as e:
+        log.error("error: %s", e)
+        return 1
+    except (OSError, json.JSONDecodeError) as e:
+        log.error("error: %s", e)
+        return 1
+    log.info("total %.2f s; %s", time.perf_counter() - start, peak_memory())
+    return status

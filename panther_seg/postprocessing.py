@@ -1,0 +1,77 @@
+"""From class probabilities to the tumour mask (the original method's rules), on the network's
+grid. Morphology runs inside the bounding box of the candidate voxels, which gives the same
+result as on the whole volume for a fraction of the time."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from .config import (
+    MIN_COMPONENT_FRACTION,
+    MIN_COMPONENT_MM3,
+    PANCREAS_MARGIN_MM,
+    PANCREAS_THRESHOLD,
+    SECOND_COMPONENT_RATIO,
+    TUMOUR_THRESHOLD,
+)
+
+CROSS = ndimage.generate_binary_structure(3, 1)  # radius-1 ball = face connectivity
+
+
+def bbox(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
+    """Bounding box of the non-zero voxels grown by ``margin`` (clamped), or None if empty."""
+    coords = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis))) for axis in range(3)]
+    if any(c.size == 0 for c in coords):
+        return None
+    return tuple(slice(max(c[0] - margin, 0), min(c[-1] + margin + 1, n)) for c, n in zip(coords, mask.shape))
+
+
+def ball(radius: int) -> np.ndarray:
+    r = np.arange(-radius, radius + 1)
+    return (r[:, None, None] ** 2 + r[None, :, None] ** 2 + r[None, None, :] ** 2) <= radius**2
+
+
+def select_components(labels: np.ndarray, n: int, voxel_mm3: float) -> list[int]:
+    """Components large enough (max(50 mm^3, 0.05 % of the total)), else the largest; of those
+    the largest, and the second if it is at least 20 % of it."""
+    volumes = np.bincount(labels.ravel(), minlength=n + 1)[1:] * voxel_mm3
+    minimum = max(MIN_COMPONENT_MM3, MIN_COMPONENT_FRACTION * volumes.sum())
+    order = [int(i) for i in np.argsort(-volumes, kind="stable")]
+    survivors = [i for i in order if volumes[i] >= minimum] or order[:1]
+    kept = survivors[:1]
+    if len(survivors) > 1 and volumes[survivors[1]] >= SECOND_COMPONENT_RATIO * volumes[survivors[0]]:
+        kept.append(survivors[1])
+    return [i + 1 for i in kept]
+
+
+def touching_pancreas(labels: np.ndarray, kept: list[int], pancreas: np.ndarray, radius: int, box: tuple[slice, ...]) -> list[int]:
+    """The kept components that touch the pancreas dilated by ``radius`` voxels (all if none do)."""
+    grown = tuple(slice(max(s.start - radius, 0), min(s.stop + radius, n)) for s, n in zip(box, pancreas.shape))
+    dilated = ndimage.binary_dilation(pancreas[grown], structure=ball(radius))
+    inner = tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(box, grown))
+    near = dilated[inner]
+    touching = [c for c in kept if np.any(near[labels == c])]
+    return touching or kept
+
+
+def postprocess(probabilities: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray:
+    """Tumour mask (uint8 0/1) from (C, z, y, x) probabilities: threshold, opening then closing,
+    component filtering, and pancreas proximity."""
+    tumour = probabilities[1] >= TUMOUR_THRESHOLD
+    out = np.zeros(tumour.shape, dtype=np.uint8)
+    box = bbox(tumour, margin=3)
+    if box is None:
+        return out
+    candidate = ndimage.binary_closing(ndimage.binary_opening(tumour[box], CROSS), CROSS)
+    labels, n = ndimage.label(candidate, CROSS)
+    if n == 0:
+        return out
+    kept = select_components(labels, n, float(np.prod(spacing_zyx)))
+    pancreas = probabilities[2] >= PANCREAS_THRESHOLD
+    if pancreas.any():
+        radius = max(1, int(round(PANCREAS_MARGIN_MM / float(np.mean(spacing_zyx)))))
+        kept = touching_pancreas(labels, kept, pancreas, radius, box)
+    out[box] = np.isin(labels, kept)
+    return out

@@ -1,0 +1,1 @@
+"""PANTHER Task 1 scoring: the challenge's metrics and overlay pictures of the cases."""

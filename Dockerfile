@@ -1,0 +1,61 @@
+# syntax=docker/dockerfile:1
+# PANTHER Task 1 inference image for grand-challenge.org: `python process.py` reads
+# /input/images/<...mri...>/<uuid>.mha and writes
+# /output/images/pancreatic-tumor-segmentation/tumor_seg.mha. See docs/docker.md.
+#
+# BASE_IMAGE: any Debian-like image with python3.11 and the venv module. The public default
+# comes from Docker Hub; docker/make_base_image.sh makes an equivalent one from Debian's archive
+# for machines without Docker Hub (build.sh passes BASE_IMAGE through).
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+# ---- builder: the virtual environment with the pinned runtime dependencies ----------------
+FROM ${BASE_IMAGE} AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DEFAULT_TIMEOUT=180
+COPY requirements.txt /tmp/requirements.txt
+# The base image's CA bundle is used when present (a base from make_base_image.sh carries the
+# build host's bundle, which may include a TLS proxy's CA). pip byte-compiles what it installs,
+# so the read-only image never needs to write .pyc files.
+RUN set -eu; \
+    if [ -f /etc/ssl/certs/ca-certificates.crt ]; then export PIP_CERT=/etc/ssl/certs/ca-certificates.crt; fi; \
+    python3 -m venv /opt/venv; \
+    /opt/venv/bin/python -m pip install --no-cache-dir -r /tmp/requirements.txt; \
+    rm -rf /root/.cache /tmp/requirements.txt
+
+# ---- final: venv + application, run as a non-root user ----------------------------------
+FROM ${BASE_IMAGE}
+ARG APP_UID=1001
+# Nothing may need to write outside /tmp and /output at run time: the root file system is
+# read-only on grand-challenge (and in test.sh), and /tmp is an empty tmpfs.
+ENV VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    XDG_CACHE_HOME=/tmp/.cache \
+    MPLCONFIGDIR=/tmp/.config/matplotlib \
+    TORCH_HOME=/tmp/.cache/torch \
+    TORCHINDUCTOR_CACHE_DIR=/tmp/.cache/torchinductor \
+    TRITON_CACHE_DIR=/tmp/.cache/triton \
+    CUDA_CACHE_PATH=/tmp/.cache/nv \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+RUN groupadd --system --gid ${APP_UID} user \
+    && useradd --system --uid ${APP_UID} --gid ${APP_UID} --no-create-home \
+       --home-dir /tmp --shell /usr/sbin/nologin user \
+    && mkdir -p /opt/app /opt/ml/model /input /output \
+    && chown user:user /output
+COPY --from=builder /opt/venv /opt/venv
+WORKDIR /opt/app
+COPY process.py ./
+COPY model/ ./model/
+COPY panther_seg/ ./panther_seg/
+COPY resources/ ./resources/
+# Byte-compile the application too (the file system is read-only at run time), and check
+# that the entry point and its imports load in this image.
+RUN python -m compileall -q /opt/app \
+    && chmod -R a+rX /opt/app \
+    && python process.py --help >/dev/null
+USER user
+ENTRYPOINT ["python", "process.py"]

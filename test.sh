@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Build the image (build.sh) and run the smoke case the way grand-challenge runs a job: no
+# network, read-only root file system, read-only /input, a fresh writable /output, an empty
+# tmpfs /tmp, a non-root user, 16 GiB of memory; a GPU only when the host has one. Then compare
+# the output with test/expected_output inside the image (panther_seg.smoke_check).
+#   ./test.sh [extra docker build args...]
+# Env: IMAGE_TAG, BASE_IMAGE (as build.sh), SKIP_BUILD=1 (test an image already built),
+#      TEST_INPUT (default test/input), TEST_EXPECTED (default test/expected_output),
+#      MEMORY (default 16g), SHM_SIZE (default 8g: GC's /dev/shm is half the RAM).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+here=$(pwd)
+
+IMAGE_TAG="${IMAGE_TAG:-panther-segformer3d}"
+TEST_INPUT="${TEST_INPUT:-$here/test/input}"
+TEST_EXPECTED="${TEST_EXPECTED:-$here/test/expected_output}"
+MEMORY="${MEMORY:-16g}"
+SHM_SIZE="${SHM_SIZE:-8g}"
+export IMAGE_TAG
+
+fail() { echo "test.sh: FAIL: $*"; exit 1; }
+
+[[ -d "$TEST_INPUT/images" ]] || fail "no test input at $TEST_INPUT/images"
+[[ -d "$TEST_EXPECTED" ]] || fail "no expected output at $TEST_EXPECTED"
+TEST_INPUT=$(cd "$TEST_INPUT" && pwd)
+TEST_EXPECTED=$(cd "$TEST_EXPECTED" && pwd)
+
+if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
+    ./build.sh "$@" || fail "build.sh failed"
+fi
+
+gpu_args=()
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then
+    gpu_args=(--gpus all)
+    echo "test.sh: host GPU found, running with --gpus all"
+else
+    echo "test.sh: no working nvidia-smi on the host, running on CPU"
+fi
+
+out=$(mktemp -d "${TMPDIR:-/tmp}/panther-test-output.XXXXXX")
+trap 'rm -rf "$out"' EXIT
+# The container's user (uid 1001) must be able to write here, as on grand-challenge.
+chmod 777 "$out"
+
+echo "test.sh: running $IMAGE_TAG on $TEST_INPUT"
+start=$(date +%s.%N)
+set +e
+docker run --rm \
+    --network none \
+    --read-only \
+    --user 1001 \
+    --memory "$MEMORY" --memory-swap "$MEMORY" \
+    --shm-size "$SHM_SIZE" \
+    --pids-limit 4096 \
+    --tmpfs /tmp:rw,exec,size=8g \
+    --volume "$TEST_INPUT":/input:ro \
+    --volume "$out":/output:rw \
+    "${gpu_args[@]}" \
+    "$IMAGE_TAG"
+rc=$?
+set -e
+wall=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
+echo "test.sh: container wall time ${wall} s, exit code $rc"
+[[ $rc -eq 0 ]] || fail "the container exited with $rc"
+
+result="$out/images/pancreatic-tumor-segmentation/tumor_seg.mha"
+[[ -f "$result" ]] || fail "no $result written"
+
+# Compare inside the image: the host needs no Python packages.
+docker run --rm --network none --read-only --user 1001 --tmpfs /tmp \
+    --volume "$out":/check/output:ro \
+    --volume "$TEST_EXPECTED":/check/expected:ro \
+    --entrypoint python "$IMAGE_TAG" -m panther_seg.smoke_check \
+    /check/output/images/pancreatic-tumor-segmentation/tumor_seg.mha \
+    /check/expected/images/pancreatic-tumor-segmentation/tumor_seg.mha \
+    || fail "the output differs from the expected one"
+echo "test.sh: PASS"

@@ -35,6 +35,8 @@ def read_image(path: Path) -> sitk.Image:
         image = sitk.ReadImage(str(path))
     except RuntimeError as e:
         detail = str(e).strip().splitlines()[-1][:160] if str(e).strip() else "unknown reason"
+        if "spacing" in detail.lower():
+            raise InputError(path, f"invalid voxel spacing in the header (zero or negative): {detail}") from None
         raise InputError(path, f"cannot read image (unreadable or truncated file): {detail}") from None
     validate_image(image, path)
     return image

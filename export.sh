@@ -37,7 +37,7 @@ ls -lh "$image_out"
 if [[ $model_tarball == 1 ]]; then
     shopt -s nullglob
     files=()
-    for f in resources/*.ckpt resources/*.pt resources/*.pth resources/*.safetensors \
+    for f in resources/*.pt resources/*.pth resources/*.ckpt \
              resources/mri_statistics.csv resources/SHA256SUMS; do
         files+=("${f#resources/}")
     done

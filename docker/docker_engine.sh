@@ -15,6 +15,8 @@
 DOCKER_ENGINE_PIDFILE="${DOCKER_ENGINE_PIDFILE:-/var/run/panther-dockerd.pid}"
 DOCKER_ENGINE_LOG="${DOCKER_ENGINE_LOG:-/var/log/panther-dockerd.log}"
 DOCKER_ENGINE_TIMEOUT="${DOCKER_ENGINE_TIMEOUT:-60}"
+# Set to 1 by docker_engine_start when it started a dockerd (0 when it used one already there).
+DOCKER_ENGINE_STARTED=0
 
 _docker_engine_answers() {
     command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1
@@ -57,24 +59,28 @@ docker_engine_start() {
         </dev/null >>"$DOCKER_ENGINE_LOG" 2>&1 &
     local pid=$!
     echo "$pid" >"$DOCKER_ENGINE_PIDFILE"
+    DOCKER_ENGINE_STARTED=1
     local waited=0
     until _docker_engine_answers; do
         if ! kill -0 "$pid" 2>/dev/null; then
             echo "docker_engine: dockerd exited; the end of its log:" >&2
             tail -n 20 "$DOCKER_ENGINE_LOG" >&2
             rm -f "$DOCKER_ENGINE_PIDFILE"
+            DOCKER_ENGINE_STARTED=0
             return 1
         fi
         if (( waited >= DOCKER_ENGINE_TIMEOUT )); then
             echo "docker_engine: no answer from dockerd after ${waited} s; stopping it" >&2
             tail -n 20 "$DOCKER_ENGINE_LOG" >&2
             docker_engine_stop
+            DOCKER_ENGINE_STARTED=0
             return 1
         fi
         sleep 1
         waited=$(( waited + 1 ))
     done
     echo "docker_engine: dockerd (pid $pid) answers after ${waited} s"
+    DOCKER_ENGINE_STARTED=1
 }
 
 docker_engine_stop() {

@@ -47,6 +47,6 @@ if [[ $model_tarball == 1 ]]; then
     fi
     model_out="$outdir/model_$day.tar.gz"
     echo "export.sh: writing $model_out with ${files[*]}"
-    tar -C resources -czf "$model_out" "${files[@]}"
+    tar -C resources --owner=0 --group=0 --numeric-owner -czf "$model_out" "${files[@]}"
     ls -lh "$model_out"
 fi

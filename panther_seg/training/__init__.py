@@ -1,0 +1,1 @@
+"""Training that reproduces the baked weights: preprocess, train (Lightning + MONAI), export."""

@@ -17,14 +17,18 @@ Shape3 = tuple[int, int, int]
 
 
 def to_tokens(x: torch.Tensor) -> tuple[torch.Tensor, Shape3]:
-    """(B, C, d, h, w) -> (B, d*h*w, C), plus the spatial shape to undo it."""
+    """(B, C, d, h, w) -> (B, d*h*w, C), plus the spatial shape to undo it.
+
+    A channels-last map already is its token sequence in memory, so this is a view for the maps
+    :func:`to_map` makes (and a single copy otherwise)."""
     shape = tuple(x.shape[2:])
-    return x.flatten(2).transpose(1, 2), shape  # type: ignore[return-value]
+    return x.permute(0, 2, 3, 4, 1).reshape(x.shape[0], -1, x.shape[1]), shape  # type: ignore[return-value]
 
 
 def to_map(x: torch.Tensor, shape: Shape3) -> torch.Tensor:
-    """(B, d*h*w, C) -> (B, C, d, h, w): the exact reverse of :func:`to_tokens`."""
-    return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *shape)
+    """(B, d*h*w, C) -> (B, C, d, h, w), the exact reverse of :func:`to_tokens`: a channels-last
+    view, which convolutions take without copying."""
+    return x.reshape(x.shape[0], *shape, x.shape[2]).permute(0, 4, 1, 2, 3)
 
 
 def upsample_to(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -180,7 +184,7 @@ class Encoder(nn.Module):
             for block in getattr(self, f"tf_block{i}"):
                 x = block(x, shape)
             x = to_map(getattr(self, f"norm{i}")(x), shape)
-            maps.append(x)
+            maps.append(x.contiguous())  # the decoder's 1x1 convs and norms run faster channels-first
         return maps
 
 
@@ -198,7 +202,9 @@ class DWSConv(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.norm(self.pw(self.dw(x))))
+        # CPU depthwise 3D convolution is several times faster channels-last; the rest is not.
+        dw = self.dw(x.contiguous(memory_format=torch.channels_last_3d)).contiguous()
+        return self.act(self.norm(self.pw(dw)))
 
 
 def conv1x1_norm_act(in_ch: int, out_ch: int) -> list[nn.Module]:
@@ -302,16 +308,21 @@ class Decoder(nn.Module):
         """P4 from ASPP, then P3, P2, P1 top-down through scSE, attention gates and laterals."""
         p = [self.aspp(c4)]
         for k, skip in ((3, c3), (2, c2), (1, c1)):
-            gated = getattr(self, f"ag{k}")(getattr(self, f"cam{k}")(skip), p[-1])
-            merged = upsample_to(p[-1], skip.shape[2:]) + getattr(self, f"lat{k}")(gated)
-            p.append(getattr(self, f"smooth{k}")(merged))
+            coarse = upsample_to(p[-1], skip.shape[2:])  # once, for the gate and the sum
+            gated = getattr(self, f"ag{k}")(getattr(self, f"cam{k}")(skip), coarse)
+            p.append(getattr(self, f"smooth{k}")(coarse + getattr(self, f"lat{k}")(gated)))
         return p  # [P4, P3, P2, P1]
 
     def main_head(self, p: list[torch.Tensor]) -> torch.Tensor:
         p1 = p[3]
         if not self.fuse_all:
             return self.cls(p1)
-        return self.cls(self.fuse(torch.cat([upsample_to(q, p1.shape[2:]) for q in p], dim=1)))
+        # fuse[0] is a bias-free 1x1 conv over concat[up(P4), up(P3), up(P2), P1]. Channel mixing
+        # and trilinear upsampling are both linear, so each block of its weight is applied at its
+        # map's own resolution and the results upsampled: the same function, ~4x fewer FLOPs.
+        blocks = self.fuse[0].weight.split(p1.shape[1], dim=1)
+        fused = sum(upsample_to(F.conv3d(q, w), p1.shape[2:]) for q, w in zip(p, blocks))
+        return self.cls(self.fuse[2](self.fuse[1](fused)))
 
 
 class SegFormer3D(nn.Module):

@@ -1,0 +1,262 @@
+"""Benchmark: how fast and how big the container's work is on this machine.
+
+``python -m panther_seg.benchmark [--cases median largest] [--protocols fast full] [--device auto]``
+
+Makes PANTHER-size synthetic volumes (median 72x258x318 and largest 88x466x570 voxels, spacings
+from the organisers' fingerprint), runs the real pipeline on them stage by stage (read,
+preprocess = reorient + resample + normalise, network, post-process, back to the input grid,
+write) and reports wall time, peak host RAM and peak GPU memory per stage. In the same run it
+measures the network's forward time per window against the explicit-attention implementation
+(same weights), the achieved GFLOP/s against the machine's measured matrix-multiply GFLOP/s,
+and, when ``nnunetv2`` is installed, nnU-Net's own sliding-window predictor with the organisers'
+plans on the same volume. Prints a table and writes JSON with the machine's description.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from model import SegFormer3D, set_fused_attention
+
+from .config import FAST_OVERLAP, OVERLAP, PROJECT_ROOT, WINDOW
+from .device import select_device
+from .image_io import read_image, write_image_atomic
+from .pipeline import Segmenter, Timings
+from .preprocessing import zscore_nonzero
+from .resources import resolve_resources
+from .sliding_window import InferenceSettings
+from .synthetic import make_case
+
+CASES = {  # name: (shape z, y, x; spacing x, y, z), from task1_nnunet_dataset_fingerprint.json
+    "median": ((72, 258, 318), (1.1875, 1.1875, 3.0)),
+    "largest": ((88, 466, 570), (0.6944, 0.6944, 3.0)),
+}
+NNUNET_PLANS = PROJECT_ROOT.parent / "shared" / "panther" / "task1_nnunet_plans.json"
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class MemoryTimings(Timings):
+    """Stage timings that also record each stage's peak host RSS (sampled) and GPU memory."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.peak_rss: dict[str, float] = {}
+        self.peak_gpu: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        peak = [rss_bytes()]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.01):
+                peak[0] = max(peak[0], rss_bytes())
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        try:
+            with super().stage(name):
+                yield
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
+        finally:
+            done.set()
+            sampler.join()
+            self.peak_rss[name] = max(peak[0], rss_bytes()) / 2**30
+            if torch.cuda.is_available():
+                self.peak_gpu[name] = torch.cuda.max_memory_allocated() / 2**30
+
+
+def machine() -> dict[str, Any]:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), platform.processor())
+    info = {"cpu": cpu, "cpu_cores": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
+            "ram_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+            "torch": torch.__version__, "cuda_build": torch.version.cuda, "gpu": None, "python": platform.python_version()}
+    if torch.cuda.is_available():
+        p = torch.cuda.get_device_properties(0)
+        info["gpu"] = f"{p.name} ({p.total_memory / 2**30:.0f} GiB, sm_{p.major}{p.minor})"
+        info["cuda_driver"] = torch.cuda.driver_version() if hasattr(torch.cuda, "driver_version") else None
+    return info
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: str, repeats: int) -> float:
+    """Median wall seconds of ``fn`` after one warm-up call."""
+    fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def matmul_gflops(device: str, n: int = 2048) -> float:
+    dtype = torch.float16 if device == "cuda" else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    return 2 * n**3 / timed(lambda: a @ b, device, 5) / 1e9
+
+
+@torch.inference_mode()
+def window_benchmark(model: SegFormer3D, device: str, amp: bool, repeats: int) -> dict[str, Any]:
+    """Forward time per window, fused attention against the explicit attention matrix."""
+    x = torch.randn(1, 1, *WINDOW, device=device)
+    autocast = torch.autocast(device, dtype=torch.float16, enabled=amp)
+    set_fused_attention(model, False)
+    with FlopCounterMode(display=False) as counter:  # explicit attention: plain matmuls, same FLOPs
+        model.predict(x)
+    flops = counter.get_total_flops()
+    result: dict[str, Any] = {"window": list(WINDOW), "gflop_per_window": round(flops / 1e9, 1), "fp16": amp}
+    for fused in (True, False):
+        set_fused_attention(model, fused)
+        with autocast:
+            seconds = timed(lambda: model.predict(x), device, repeats)
+        result["fused_s" if fused else "explicit_s"] = round(seconds, 3)
+    set_fused_attention(model, True)
+    result["speedup"] = round(result["explicit_s"] / result["fused_s"], 2)
+    result["achieved_gflops"] = round(flops / result["fused_s"] / 1e9, 1)
+    result["matmul_gflops"] = round(matmul_gflops(device), 1)
+    result["fraction_of_matmul"] = round(result["achieved_gflops"] / result["matmul_gflops"], 3)
+    return result
+
+
+def stage_benchmark(segmenter: Segmenter, path: Path, workdir: Path) -> dict[str, Any]:
+    timings = MemoryTimings()
+    with timings.stage("read"):
+        image = read_image(path)
+    start = time.perf_counter()
+    mask = segmenter.segment(image, timings)
+    total = time.perf_counter() - start + timings.seconds["read"]
+    with timings.stage("write"):
+        write_image_atomic(mask, workdir / "mask.mha")
+    total += timings.seconds["write"]
+    volume = sitk.GetArrayFromImage(sitk.Cast(image, sitk.sitkFloat32))
+    t = time.perf_counter()
+    zscore_nonzero(volume)
+    normalise = time.perf_counter() - t
+    return {
+        "stages_s": {k: round(v, 3) for k, v in timings.seconds.items()},
+        "normalise_s_within_preprocess": round(normalise, 3),
+        "peak_ram_gib": {k: round(v, 2) for k, v in timings.peak_rss.items()},
+        "peak_gpu_gib": {k: round(v, 2) for k, v in timings.peak_gpu.items()},
+        "total_s": round(total, 2),
+        "max_peak_ram_gib": round(max(timings.peak_rss.values()), 2),
+        "max_peak_gpu_gib": round(max(timings.peak_gpu.values()), 2) if timings.peak_gpu else None,
+    }
+
+
+def nnunet_benchmark(path: Path, device: str, mirroring: bool) -> dict[str, Any] | None:
+    """nnU-Net v2's sliding-window predictor, organisers' plans, random weights (if installed)."""
+    try:
+        from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+        from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+        from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+    except ImportError:
+        return None
+    if not NNUNET_PLANS.is_file():
+        return {"skipped": f"plans not found at {NNUNET_PLANS}"}
+    plans = PlansManager(json.loads(NNUNET_PLANS.read_text()))
+    config = plans.get_configuration("3d_fullres")
+    network = get_network_from_plans(config.network_arch_class_name, config.network_arch_init_kwargs,
+                                     config.network_arch_init_kwargs_req_import, 1, 2, deep_supervision=False)
+    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=mirroring,
+                                perform_everything_on_device=device == "cuda", device=torch.device(device), verbose=False)
+    predictor.manual_initialization(network, plans, config, None, {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "tumour": 1}},
+                                    "nnUNetTrainer", (0, 1, 2) if mirroring else None)
+    volume = sitk.GetArrayFromImage(read_image(path)).astype(np.float32)
+    x = torch.from_numpy(zscore_nonzero(volume))[None]
+    start = time.perf_counter()
+    predictor.predict_sliding_window_return_logits(x)
+    sync(device)
+    return {"parameters_m": round(sum(p.numel() for p in network.parameters()) / 1e6, 1), "mirroring": mirroring,
+            "network_s": round(time.perf_counter() - start, 2), "patch": list(config.patch_size)}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m panther_seg.benchmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cases", nargs="+", choices=list(CASES), default=["median", "largest"])
+    p.add_argument("--shape", nargs=3, type=int, metavar=("Z", "Y", "X"), help="benchmark one volume of this shape instead")
+    p.add_argument("--spacing", nargs=3, type=float, metavar=("X", "Y", "Z"), default=(1.1875, 1.1875, 3.0))
+    p.add_argument("--protocols", nargs="+", choices=("fast", "full"), help="default: fast on CPU, fast and full on GPU")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--checkpoint", type=Path, help="default: the baked resources")
+    p.add_argument("--window-repeats", type=int, default=3)
+    p.add_argument("--no-window", action="store_true", help="skip the per-window forward comparison")
+    p.add_argument("--nnunet", choices=("off", "fast", "full"), default="fast", help="nnU-Net comparison when nnunetv2 is installed: no mirroring (fast) or 8 mirrorings (full)")
+    p.add_argument("--json", type=Path, default=Path("benchmark.json"))
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = select_device(args.device)
+    protocols = args.protocols or (["fast", "full"] if device == "cuda" else ["fast"])
+    resources = resolve_resources(args.checkpoint)
+    report: dict[str, Any] = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "device": device, "runs": []}
+    print(f"machine: {report['machine']}")
+    if not args.no_window:
+        report["window"] = window_benchmark(resources.loaded.model.to(device), device, device == "cuda", args.window_repeats)
+        print(f"window: {report['window']}")
+    cases = {"custom": (tuple(args.shape), tuple(args.spacing))} if args.shape else {c: CASES[c] for c in args.cases}
+    with tempfile.TemporaryDirectory() as tmp:
+        for case, (shape, spacing) in cases.items():
+            image, _ = make_case(seed=7, shape_zyx=shape, spacing_xyz=spacing)
+            path = Path(tmp) / f"{case}.mha"
+            sitk.WriteImage(image, str(path), useCompression=True)
+            for protocol in protocols:
+                settings = InferenceSettings(overlap=FAST_OVERLAP if protocol == "fast" else OVERLAP,
+                                             mirror_axes=() if protocol == "fast" else (0, 1, 2),
+                                             batch_size=4 if device == "cuda" else 1, device=device, amp=device == "cuda")
+                run = {"case": case, "shape_zyx": list(shape), "spacing_xyz": list(spacing), "protocol": protocol,
+                       **stage_benchmark(Segmenter(resources, settings), path, Path(tmp))}
+                report["runs"].append(run)
+                print(f"{case} {protocol}: total {run['total_s']} s, peak RAM {run['max_peak_ram_gib']} GiB, peak GPU {run['max_peak_gpu_gib']} GiB")
+            if args.nnunet != "off":
+                result = nnunet_benchmark(path, device, args.nnunet == "full")
+                if result is not None:
+                    report.setdefault("nnunet", {})[case] = result
+                    print(f"nnU-Net {case}: {result}")
+    print_table(report)
+    args.json.write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.json}")
+    return 0
+
+
+def print_table(report: dict[str, Any]) -> None:
+    stages = ["read", "preprocess", "network", "postprocess", "to input grid", "write"]
+    print(f"\n{'case':8} {'protocol':8} " + " ".join(f"{s:>13}" for s in stages) + f" {'total s':>8} {'RAM GiB':>8} {'GPU GiB':>8}")
+    for run in report["runs"]:
+        print(f"{run['case']:8} {run['protocol']:8} " + " ".join(f"{run['stages_s'].get(s, 0):13.2f}" for s in stages)
+              + f" {run['total_s']:8.2f} {run['max_peak_ram_gib']:8.2f} {run['max_peak_gpu_gib'] or 0:8.2f}")
+    m = report["machine"]
+    print(f"machine: {m['cpu']} ({m['cpu_cores']} cores), GPU {m['gpu']}, torch {m['torch']}, CUDA {m['cuda_build']}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

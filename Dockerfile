@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # PANTHER Task 1 inference image for grand-challenge.org: `python process.py` reads
 # /input/images/<...mri...>/<uuid>.mha and writes
 # /output/images/pancreatic-tumor-segmentation/tumor_seg.mha. See docs/docker.md.

@@ -26,7 +26,7 @@ from panther_seg.training.splits import make_splits, read_split
 
 SHAPE = (16, 48, 64)
 TINY = [
-    "window=[16,32,32]", "batch_size=2", "max_steps=4", "steps_per_validation=2", "warmup_steps=2",
+    "window=[16,32,32]", "val_window=[16,32,32]", "batch_size=2", "max_steps=4", "steps_per_validation=2", "warmup_steps=2",
     "num_workers=0", "model.embed_dims=[16,32,64,128]", "model.num_heads=[1,2,4,8]", "model.decoder_C=32",
 ]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT)}
@@ -148,7 +148,7 @@ def test_train_export_and_inference(dataset: Path, preprocessed: Path, tmp_path:
     assert list((run_dir / "logs").glob("events.out.tfevents.*"))
 
     resumed = run("-m", "panther_seg.training.train", "--data", str(preprocessed), "--split", str(dataset / "splits_final.json"),
-                  "--fold", "0", "--out", str(run_dir), "--accelerator", "cpu", "--resume", "--set", *TINY[:2], "max_steps=6", *TINY[3:])
+                  "--fold", "0", "--out", str(run_dir), "--accelerator", "cpu", "--resume", "--set", *TINY[:3], "max_steps=6", *TINY[4:])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert json.loads((run_dir / "result.json").read_text())["steps"] == 6
 

@@ -55,6 +55,7 @@ class TrainConfig:
     max_steps: int = 250000
     grad_clip: float = 1.0
     steps_per_validation: int = 250  # a validation after this many training steps
+    val_window: tuple[int, int, int] = WINDOW  # sliding window of validation: inference's by default
     val_overlap: float = 0.5
     val_mirror: bool = False
     val_batch_size: int = 2

@@ -75,10 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stats", type=Path, required=True, help=f"the {STATS_FILE_NAME} the training data were preprocessed with")
     p.add_argument("--out", type=Path, required=True, help=f"folder for {RESOURCE_NAME}, {STATS_FILE_NAME} and {SHA256_FILE_NAME}")
     p.add_argument("--note", help="free text recorded in the provenance")
+    p.add_argument("--evaluation", type=Path, help="JSON file (e.g. metrics_summary.json of panther_seg.evaluate on held-out cases) recorded in the provenance")
     args = p.parse_args(argv)
     try:
-        target = export(args.checkpoint, args.stats, args.out, {"note": args.note} if args.note else None)
-    except InputError as e:
+        extra: dict[str, Any] = {"note": args.note} if args.note else {}
+        if args.evaluation:
+            extra["evaluation"] = json.loads(args.evaluation.read_text())
+        target = export(args.checkpoint, args.stats, args.out, extra)
+    except (InputError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {target}, {args.out / STATS_FILE_NAME} and {args.out / SHA256_FILE_NAME}")

@@ -58,7 +58,7 @@ class SegmentationModule(L.LightningModule):
 
     def settings(self) -> InferenceSettings:
         return InferenceSettings(
-            window=tuple(self.cfg["window"]),
+            window=tuple(self.cfg["val_window"]),
             overlap=self.cfg["val_overlap"],
             mirror_axes=(0, 1, 2) if self.cfg["val_mirror"] else (),
             batch_size=self.cfg["val_batch_size"],

@@ -101,13 +101,16 @@ def target_grid(image: sitk.Image, spacing: tuple[float, float, float], directio
         new_size = np.maximum(np.round(size * old_spacing / new_spacing), 1).astype(int)
         if np.array_equal(new_size, size):  # nothing to resample: keep the grid exactly
             return Grid.of(image)
-        return Grid(tuple(int(s) for s in new_size), tuple(new_spacing), image.GetOrigin(), tuple(direction.ravel()))
+        return Grid(tuple(int(s) for s in new_size), tuple(float(s) for s in new_spacing), image.GetOrigin(), tuple(float(d) for d in direction.ravel()))
     corners = np.array([[i, j, k] for i in (0, size[0] - 1) for j in (0, size[1] - 1) for k in (0, size[2] - 1)])
     points = np.array([image.TransformIndexToPhysicalPoint([int(c) for c in corner]) for corner in corners])
     local = points @ direction  # coordinates along the training axes
     low, high = local.min(axis=0), local.max(axis=0)
     new_size = np.floor((high - low) / new_spacing + 1e-6).astype(int) + 1
-    return Grid(tuple(int(s) for s in new_size), tuple(new_spacing), tuple(direction @ low), tuple(direction.ravel()))
+    return Grid(
+        tuple(int(s) for s in new_size), tuple(float(s) for s in new_spacing),
+        tuple(float(o) for o in direction @ low), tuple(float(d) for d in direction.ravel()),
+    )
 
 
 def resample(image: sitk.Image, grid: Grid, interpolator: int, pixel_type: int) -> sitk.Image:

@@ -95,6 +95,9 @@ def write_image_atomic(image: sitk.Image, path: Path) -> None:
     os.close(fd)
     try:
         sitk.WriteImage(image, tmp, useCompression=True)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a mask is an ordinary output file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -235,3 +235,9 @@ def test_help_lists_the_documented_options():
     out = subprocess.run([sys.executable, "process.py", "--help"], cwd=ROOT, capture_output=True, text=True).stdout
     for option in ("--input-root", "--output-root", "--device", "--fast", "--checkpoint", "--stats", "--batch", "--output-dir"):
         assert option in out
+
+
+def test_the_mask_is_readable_by_others_like_any_output_file(tmp_path, small_checkpoint, capsys):
+    inp = gc_input(tmp_path / "input", blob_volume((16, 48, 64)))
+    assert run(["--input-root", str(inp), "--output-root", str(tmp_path / "o"), "--checkpoint", str(small_checkpoint), "--fast"], capsys)[0] == 0
+    assert (tmp_path / "o" / GC_OUT).stat().st_mode & 0o044 == 0o044

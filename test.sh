@@ -37,9 +37,16 @@ else
     echo "test.sh: no working nvidia-smi on the host, running on CPU"
 fi
 
-out=$(mktemp -d "${TMPDIR:-/tmp}/panther-test-output.XXXXXX")
-trap 'rm -rf "$out"' EXIT
-# The container's user (uid 1001) must be able to write here, as on grand-challenge.
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/panther-test.XXXXXX")
+trap 'rm -rf "$scratch"' EXIT
+chmod 755 "$scratch"
+# World-readable copies of the case (the container's user, uid 1001, is not the owner of the
+# checkout), and an empty /output that it can write, as on grand-challenge.
+cp -R "$TEST_INPUT" "$scratch/input"
+cp -R "$TEST_EXPECTED" "$scratch/expected"
+chmod -R a+rX "$scratch/input" "$scratch/expected"
+out="$scratch/output"
+mkdir "$out"
 chmod 777 "$out"
 
 echo "test.sh: running $IMAGE_TAG on $TEST_INPUT"
@@ -53,7 +60,7 @@ docker run --rm \
     --shm-size "$SHM_SIZE" \
     --pids-limit 4096 \
     --tmpfs /tmp:rw,exec,size=8g \
-    --volume "$TEST_INPUT":/input:ro \
+    --volume "$scratch/input":/input:ro \
     --volume "$out":/output:rw \
     "${gpu_args[@]}" \
     "$IMAGE_TAG"
@@ -69,7 +76,7 @@ result="$out/images/pancreatic-tumor-segmentation/tumor_seg.mha"
 # Compare inside the image: the host needs no Python packages.
 docker run --rm --network none --read-only --user 1001 --tmpfs /tmp \
     --volume "$out":/check/output:ro \
-    --volume "$TEST_EXPECTED":/check/expected:ro \
+    --volume "$scratch/expected":/check/expected:ro \
     --entrypoint python "$IMAGE_TAG" -m panther_seg.smoke_check \
     /check/output/images/pancreatic-tumor-segmentation/tumor_seg.mha \
     /check/expected/images/pancreatic-tumor-segmentation/tumor_seg.mha \

@@ -45,14 +45,17 @@ def check(output_path: str, expected_path: str, min_dice: float = 0.99) -> tuple
     """Returns (passed, one-line message)."""
     output_path = _resolve(output_path)
     expected_path = _resolve(expected_path)
+    images = {}
     for name, path in (("output", output_path), ("expected", expected_path)):
         if not os.path.isfile(path):
             return False, f"{name} mask {path} does not exist"
-    try:
-        out = sitk.ReadImage(output_path)
-    except RuntimeError as e:
-        return False, f"cannot read output {output_path}: {str(e).strip().splitlines()[-1]}"
-    exp = sitk.ReadImage(expected_path)
+        if not os.access(path, os.R_OK):
+            return False, f"{name} mask {path} is not readable by uid {os.getuid()}"
+        try:
+            images[name] = sitk.ReadImage(path)
+        except RuntimeError as e:
+            return False, f"cannot read {name} mask {path}: {str(e).strip().splitlines()[-1]}"
+    out, exp = images["output"], images["expected"]
 
     if out.GetDimension() != exp.GetDimension():
         return False, f"dimension {out.GetDimension()} != expected {exp.GetDimension()}"

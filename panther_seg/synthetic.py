@@ -153,14 +153,14 @@ def case_name(index: int) -> str:
 
 def write_dataset(
     out_dir: Path, cases: int, seed: int = 0, shape_zyx: Sequence[int] | None = None,
-    spacing_xyz: Sequence[float] | None = None, folds: int = 3,
+    spacing_xyz: Sequence[float] | None = None, folds: int = 3, first_case: int = 0,
 ) -> list[str]:
     """Write ``cases`` synthetic cases in nnU-Net/PANTHER naming plus a split file."""
     out_dir = Path(out_dir)
     (out_dir / "imagesTr").mkdir(parents=True, exist_ok=True)
     (out_dir / "labelsTr").mkdir(parents=True, exist_ok=True)
     names = []
-    for i in range(cases):
+    for i in range(first_case, first_case + cases):
         name = case_name(i)
         image, label = make_case(seed * 100003 + i, shape_zyx, spacing_xyz)
         sitk.WriteImage(image, str(out_dir / "imagesTr" / f"{name}{IMAGE_SUFFIX}.mha"), useCompression=True)
@@ -178,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="fixed shape (default: drawn per case)")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), help="fixed spacing in mm (default: drawn per case)")
     p.add_argument("--folds", type=int, default=3)
+    p.add_argument("--first-case", type=int, default=0, help="index of the first case id (90000 + index), to keep sets apart")
     args = p.parse_args(argv)
-    names = write_dataset(args.out_dir, args.cases, args.seed, args.shape, args.spacing, args.folds)
+    names = write_dataset(args.out_dir, args.cases, args.seed, args.shape, args.spacing, args.folds, args.first_case)
     print(f"wrote {len(names)} cases and {SPLIT_FILE_NAME} to {args.out_dir}")
     return 0
 

@@ -40,8 +40,8 @@ ENV VIRTUAL_ENV=/opt/venv \
     CUDA_CACHE_PATH=/tmp/.cache/nv \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
-RUN groupadd --system --gid ${APP_UID} user \
-    && useradd --system --uid ${APP_UID} --gid ${APP_UID} --no-create-home \
+RUN groupadd --gid ${APP_UID} user \
+    && useradd --uid ${APP_UID} --gid ${APP_UID} --no-create-home \
        --home-dir /tmp --shell /usr/sbin/nologin user \
     && mkdir -p /opt/app /opt/ml/model /input /output \
     && chown user:user /output

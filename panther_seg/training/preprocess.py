@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import SimpleITK as sitk
@@ -118,7 +119,7 @@ def preprocess_case(args: tuple[CasePair, NormalisationStats, Path]) -> tuple[st
     return pair.case, "written"
 
 
-def _pool_map(fn, items: list, workers: int, desc: str) -> list:
+def _pool_map(fn: Callable[[Any], Any], items: list, workers: int, desc: str) -> list:
     """``fn`` over ``items`` in ``workers`` processes (in this one if 1), with a progress bar."""
     bar = dict(total=len(items), desc=desc, unit="case", file=sys.stderr, disable=None)
     if workers <= 1 or len(items) <= 1:

@@ -1,9 +1,11 @@
 """Compact SegFormer3D: a hierarchical transformer encoder and an ASPP + FPN decoder.
 
 Written from ``spec/network.md``; module names are the state-dict keys of the original training
-code, so its checkpoints load strictly. Attention uses ``scaled_dot_product_attention`` (fused,
-memory-efficient) unless ``Attention.fused`` is switched off, which builds the explicit attention
-matrix as the original code did (kept for benchmarks and equivalence tests only).
+code, so its checkpoints load strictly. The forward passes compute the specified function with
+efficient kernels: fused attention (``scaled_dot_product_attention``, never the 133,120 x 2,080
+attention matrix of stage 1), BatchNorm folded into convolutions at inference, channels-last
+maps where CPU kernels prefer them. ``model/reference.py`` computes the same function literally;
+the tests hold the two together.
 """
 from __future__ import annotations
 
@@ -104,8 +106,6 @@ class HybridStem(nn.Module):
 class Attention(nn.Module):
     """Multi-head self-attention whose keys and values come from a spatially reduced sequence."""
 
-    fused: bool = True  # False: explicit attention matrix (reference behaviour, slow)
-
     def __init__(self, dim: int, heads: int, sr_ratio: int):
         super().__init__()
         self.heads = heads
@@ -127,10 +127,7 @@ class Attention(nn.Module):
             src, _ = patchify_conv(self.sr, to_map(x, shape))
             src = self.norm(src)
         k, v = self.kv(src).reshape(b, -1, 2, h, c // h).permute(2, 0, 3, 1, 4)
-        if self.fused:
-            out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
-        else:
-            out = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1) @ v
+        out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
@@ -215,11 +212,47 @@ class Encoder(nn.Module):
             for block in getattr(self, f"tf_block{i}"):
                 x = block(x, shape)
             x = to_map(getattr(self, f"norm{i}")(x), shape)
-            maps.append(x.contiguous())  # the decoder's 1x1 convs and norms run faster channels-first
+            maps.append(x)  # channels-last, like everything downstream
         return maps
 
 
 # ----------------------------------------------------------------------------- decoder
+
+
+def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """A 1x1x1 convolution. On a channels-last map it is a matmul over the channel axis, which
+    keeps the map channels-last (PyTorch's CPU kernel returns it channels-first, and slower)."""
+    if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last_3d):
+        return F.conv3d(x, weight, bias)
+    return F.linear(x.permute(0, 2, 3, 4, 1), weight.flatten(1), bias).permute(0, 4, 1, 2, 3)
+
+
+class Conv1x1(nn.Conv3d):
+    """``nn.Conv3d(in_ch, out_ch, 1)``, computed by :func:`pointwise`."""
+
+    def __init__(self, in_ch: int, out_ch: int, bias: bool = True):
+        super().__init__(in_ch, out_ch, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pointwise(x, self.weight, self.bias)
+
+
+class InstanceNorm3d(nn.InstanceNorm3d):
+    """``nn.InstanceNorm3d`` (no parameters, no statistics) that keeps channels-last maps fast.
+
+    PyTorch's CPU kernel is slow on channels-last input; there the per-channel mean and
+    variance are two matrix products over the token view, which give the same result."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu" or not x.is_contiguous(memory_format=torch.channels_last_3d):
+            return super().forward(x)
+        b, c = x.shape[:2]
+        tokens = x.permute(0, 2, 3, 4, 1).reshape(b, -1, c).float()
+        weights = torch.full((b, 1, tokens.shape[1]), 1.0 / tokens.shape[1], dtype=tokens.dtype)
+        centred = tokens - torch.bmm(weights, tokens)
+        variance = torch.bmm(weights, centred * centred)
+        out = centred * torch.rsqrt(variance + self.eps)
+        return out.to(x.dtype).reshape(b, *x.shape[2:], c).permute(0, 4, 1, 2, 3)
 
 
 class DWSConv(nn.Module):
@@ -228,18 +261,16 @@ class DWSConv(nn.Module):
     def __init__(self, ch: int, dilation: int = 1):
         super().__init__()
         self.dw = nn.Conv3d(ch, ch, 3, padding=dilation, dilation=dilation, groups=ch, bias=False)
-        self.pw = nn.Conv3d(ch, ch, 1, bias=False)
-        self.norm = nn.InstanceNorm3d(ch)
+        self.pw = Conv1x1(ch, ch, bias=False)
+        self.norm = InstanceNorm3d(ch)
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # CPU depthwise 3D convolution is several times faster channels-last; the rest is not.
-        dw = self.dw(x.contiguous(memory_format=torch.channels_last_3d)).contiguous()
-        return self.act(self.norm(self.pw(dw)))
+        return self.act(self.norm(self.pw(self.dw(x))))
 
 
 def conv1x1_norm_act(in_ch: int, out_ch: int) -> list[nn.Module]:
-    return [nn.Conv3d(in_ch, out_ch, 1, bias=False), nn.InstanceNorm3d(out_ch), nn.GELU()]
+    return [Conv1x1(in_ch, out_ch, bias=False), InstanceNorm3d(out_ch), nn.GELU()]
 
 
 class ASPP(nn.Module):
@@ -251,9 +282,9 @@ class ASPP(nn.Module):
         for r in rates:
             self.branches.append(nn.Sequential(DWSConv(in_ch, r), *conv1x1_norm_act(in_ch, out_ch)))
         self.pool_proj = nn.Sequential(
-            nn.AdaptiveAvgPool3d(1), nn.Conv3d(in_ch, out_ch, 1, bias=False), nn.GELU()
+            nn.AdaptiveAvgPool3d(1), Conv1x1(in_ch, out_ch, bias=False), nn.GELU()
         )
-        self.proj = nn.Conv3d(out_ch * (len(rates) + 2), out_ch, 1, bias=False)
+        self.proj = Conv1x1(out_ch * (len(rates) + 2), out_ch, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled = upsample_to(self.pool_proj(x), x.shape[2:])
@@ -264,9 +295,9 @@ class ChannelSE(nn.Module):
     def __init__(self, ch: int):
         super().__init__()
         mid = max(ch // 8, 8)
-        self.fc1 = nn.Conv3d(ch, mid, 1)
+        self.fc1 = Conv1x1(ch, mid)
         self.act = nn.GELU()
-        self.fc2 = nn.Conv3d(mid, ch, 1)
+        self.fc2 = Conv1x1(mid, ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(self.fc2(self.act(self.fc1(x.mean(dim=(2, 3, 4), keepdim=True)))))
@@ -275,7 +306,7 @@ class ChannelSE(nn.Module):
 class SpatialSE(nn.Module):
     def __init__(self, ch: int):
         super().__init__()
-        self.conv = nn.Conv3d(ch, 1, 1)
+        self.conv = Conv1x1(ch, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(self.conv(x))
@@ -299,10 +330,10 @@ class AttentionGate(nn.Module):
     def __init__(self, skip_ch: int, gate_ch: int):
         super().__init__()
         inter = max(gate_ch // 2, 32)
-        self.theta_x = nn.Conv3d(skip_ch, inter, 1, bias=False)
-        self.phi_g = nn.Conv3d(gate_ch, inter, 1, bias=False)
+        self.theta_x = Conv1x1(skip_ch, inter, bias=False)
+        self.phi_g = Conv1x1(gate_ch, inter, bias=False)
         self.act = nn.GELU()
-        self.psi = nn.Conv3d(inter, 1, 1)
+        self.psi = Conv1x1(inter, 1)
 
     def forward(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         g = upsample_to(g, x.shape[2:])
@@ -326,18 +357,18 @@ class Decoder(nn.Module):
         for k in (1, 2, 3):
             setattr(self, f"ag{k}", AttentionGate(embed_dims[k - 1], c))
         for k in (1, 2, 3):
-            setattr(self, f"lat{k}", nn.Conv3d(embed_dims[k - 1], c, 1, bias=False))
+            setattr(self, f"lat{k}", Conv1x1(embed_dims[k - 1], c, bias=False))
         for k in (3, 2, 1):
             setattr(self, f"smooth{k}", DWSConv(c))
         self.fuse_all = fuse_all
         if fuse_all:
             self.fuse = nn.Sequential(*conv1x1_norm_act(4 * c, c))
-        self.cls = nn.Conv3d(c, num_classes, 1)
-        self.cls_aux = nn.Conv3d(c, num_classes, 1)
+        self.cls = Conv1x1(c, num_classes)
+        self.cls_aux = Conv1x1(c, num_classes)
 
     def pyramid(self, c1: torch.Tensor, c2: torch.Tensor, c3: torch.Tensor, c4: torch.Tensor):
         """P4 from ASPP, then P3, P2, P1 top-down through scSE, attention gates and laterals."""
-        p = [self.aspp(c4)]
+        p = [self.aspp(c4).contiguous(memory_format=torch.channels_last_3d)]  # keep the maps channels-last
         for k, skip in ((3, c3), (2, c2), (1, c1)):
             coarse = upsample_to(p[-1], skip.shape[2:])  # once, for the gate and the sum
             gated = getattr(self, f"ag{k}")(getattr(self, f"cam{k}")(skip), coarse)
@@ -351,12 +382,11 @@ class Decoder(nn.Module):
         # fuse[0] is a bias-free 1x1 conv over concat[up(P4), up(P3), up(P2), P1]. Channel mixing
         # and trilinear upsampling are both linear, so each block of its weight is applied at its
         # map's own resolution and the results upsampled: the same function, ~4x fewer FLOPs.
-        # The sum is built channels-last, where CPU trilinear upsampling is several times faster.
         blocks = self.fuse[0].weight.split(p1.shape[1], dim=1)
-        fused = F.conv3d(p1, blocks[3]).contiguous(memory_format=torch.channels_last_3d)
+        fused = pointwise(p1, blocks[3])
         for q, w in zip(p[:3], blocks[:3]):
-            fused += upsample_to(F.conv3d(q, w).contiguous(memory_format=torch.channels_last_3d), p1.shape[2:])
-        return self.cls(self.fuse[2](self.fuse[1](fused.contiguous())))
+            fused += upsample_to(pointwise(q, w), p1.shape[2:])
+        return self.cls(self.fuse[2](self.fuse[1](fused)))
 
 
 class SegFormer3D(nn.Module):
@@ -398,9 +428,3 @@ class SegFormer3D(nn.Module):
         p = self.decoder.pyramid(*self.encoder(x))
         return upsample_to(self.decoder.main_head(p), x.shape[2:])
 
-
-def set_fused_attention(model: nn.Module, fused: bool) -> None:
-    """Switch every attention layer between fused SDPA and the explicit attention matrix."""
-    for m in model.modules():
-        if isinstance(m, Attention):
-            m.fused = fused

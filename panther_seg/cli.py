@@ -21,6 +21,7 @@ from .errors import InputError
 from .image_io import case_id, find_gc_input, has_image_suffix, read_image, write_image_atomic
 from .pipeline import Segmenter, Timings, peak_memory
 from .resources import resolve_resources
+from .runtime import keep_freed_memory
 from .sliding_window import InferenceSettings
 
 log = logging.getLogger("panther_seg")
@@ -137,6 +138,7 @@ def run_batch(segmenter: Segmenter, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     configure_logging()
+    keep_freed_memory()
     args = parse_args(argv)
     start = time.perf_counter()
     try:

@@ -1,5 +1,5 @@
 """The network conforms to spec/network.md: state-dict names and shapes, the reference vector,
-another configuration, and fused attention equal to the explicit attention matrix."""
+another configuration, and the efficient forward equal to the literal reference (model/reference.py)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import requires_shared
-from model import SegFormer3D, set_fused_attention
+from model import SegFormer3D, reference_forward
 from panther_seg.checkpoint import load_checkpoint
 
 
@@ -33,6 +33,7 @@ def test_reference_vector_reproduced_to_1e4_through_the_lightning_checkpoint():
     assert np.abs(predicted.numpy() - vector["logits"]).max() < 1e-4
 
 
+SMALL = dict(embed_dims=(8, 16, 32, 40), num_heads=(1, 1, 2, 4), decoder_C=16, sr_ratios=(2, 2, 2, 1))
 SECOND_CONFIG = dict(
     in_channels=2, num_classes=4, embed_dims=(16, 24, 40, 48), depths=(1, 2, 1, 1), num_heads=(2, 3, 5, 6),
     sr_ratios=(2, 2, 1, 1), patch_kernel_size=(5, 3, 3, 3), patch_stride=(2, 2, 2, 2), patch_padding=(2, 1, 1, 1),
@@ -54,18 +55,40 @@ def test_second_configuration_has_the_spec_structure():
     assert "decoder.aspp.branches.3.0.dw.weight" not in sd and "decoder.aspp.branches.2.0.dw.weight" in sd
 
 
-@pytest.mark.parametrize("config", [{}, SECOND_CONFIG], ids=["default", "second"])
-def test_fused_attention_equals_explicit_attention_matrix(config):
-    torch.manual_seed(1)
+def perturbed(config: dict, seed: int) -> SegFormer3D:
+    """A network whose BatchNorm statistics and affine parameters are not the identity, so that
+    folding them into the convolutions is actually exercised."""
+    torch.manual_seed(seed)
     model = SegFormer3D(**config).eval()
-    x = torch.randn(1, config.get("in_channels", 1), 16, 32, 48)
     with torch.no_grad():
-        fused = model(x)
-        set_fused_attention(model, False)
-        explicit = model(x)
-    for a, b in zip(fused, explicit):
-        assert a.shape == (1, config.get("num_classes", 3), 16, 32, 48)
-        assert torch.allclose(a, b, atol=1e-4)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm3d):
+                m.running_mean.normal_(0, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.normal_(1, 0.3)
+                m.bias.normal_(0, 0.3)
+    return model
+
+
+@pytest.mark.parametrize("config, shape", [({}, (16, 32, 48)), (SECOND_CONFIG, (12, 36, 44)), (SMALL, (9, 23, 30))],
+                         ids=["default", "second", "small-odd-shape"])
+def test_efficient_forward_equals_the_literal_reference(config, shape):
+    model = perturbed(config, seed=1)
+    x = torch.randn(2, config.get("in_channels", 1), *shape)
+    with torch.no_grad():
+        ours = model(x)
+        literal = reference_forward(model, x)
+        predicted = model.predict(x)
+    for a, b in zip(ours, literal):
+        assert a.shape == (2, config.get("num_classes", 3), *shape)
+        assert torch.allclose(a, b, atol=1e-4), (a - b).abs().max()
+    assert torch.allclose(predicted, literal[0], atol=1e-4)
+
+
+def test_training_mode_uses_batch_statistics_like_the_reference():
+    model = perturbed(SECOND_CONFIG, seed=3).train()
+    x = torch.randn(2, 2, 8, 32, 32)
+    assert torch.allclose(model(x)[0], reference_forward(model, x)[0], atol=1e-4)
 
 
 def test_second_configuration_round_trips_through_a_lightning_checkpoint(tmp_path):

@@ -50,7 +50,7 @@ WORKDIR /opt/app
 COPY process.py ./
 COPY model/ ./model/
 COPY panther_seg/ ./panther_seg/
-COPY resources/SHA256SUMS ./resources/
+COPY resources/ ./resources/
 # Byte-compile the application too (the file system is read-only at run time), and check
 # that the entry point and its imports load in this image.
 RUN python -m compileall -q /opt/app \

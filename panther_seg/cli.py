@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import SimpleITK as sitk
-import torch
 
 from .config import FAST_OVERLAP, GC_INPUT_ROOT, GC_OUTPUT_NAME, GC_OUTPUT_ROOT, GC_OUTPUT_SUBDIR, OVERLAP, WINDOW
 from .device import describe, select_device

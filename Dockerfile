@@ -6,30 +6,30 @@
 # comes from Docker Hub; docker/make_base_image.sh makes an equivalent one from Debian's archive
 # for machines without Docker Hub (build.sh passes BASE_IMAGE through).
 ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
 
-# ---- builder: the virtual environment with the pinned runtime dependencies ----------------
-FROM ${BASE_IMAGE} AS builder
+# ---- shared with training/Dockerfile, line for line: the virtual environment -------------
+# Identical instructions give identical layers, so the training image reuses this one (about
+# 7.6 GB, torch with its CUDA libraries) instead of storing a second copy. It depends on
+# requirements.txt alone: a change of code rebuilds in seconds. tests/test_dockerfiles.py
+# keeps the two prefixes identical.
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DEFAULT_TIMEOUT=180
-COPY requirements.txt /tmp/requirements.txt
+    PIP_DEFAULT_TIMEOUT=180 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+COPY requirements.txt /tmp/req/requirements.txt
 # The base image's CA bundle is used when present (a base from make_base_image.sh carries the
-# build host's bundle, which may include a TLS proxy's CA). pip byte-compiles what it installs,
-# so the read-only image never needs to write .pyc files.
+# build host's bundle, which may include a TLS proxy's CA). pip byte-compiles what it
+# installs, so the read-only image never writes .pyc.
 RUN set -eu; \
     if [ -f /etc/ssl/certs/ca-certificates.crt ]; then export PIP_CERT=/etc/ssl/certs/ca-certificates.crt; fi; \
     python3 -m venv /opt/venv; \
-    /opt/venv/bin/python -m pip install --no-cache-dir -r /tmp/requirements.txt; \
-    rm -rf /root/.cache /tmp/requirements.txt
-
-# ---- final: venv + application, run as a non-root user ----------------------------------
-FROM ${BASE_IMAGE}
-ARG APP_UID=1001
+    /opt/venv/bin/python -m pip install --no-cache-dir -r /tmp/req/requirements.txt; \
+    rm -rf /root/.cache /tmp/req
 # Nothing may need to write outside /tmp and /output at run time: the root file system is
 # read-only on grand-challenge (and in test.sh), and /tmp is an empty tmpfs.
-ENV VIRTUAL_ENV=/opt/venv \
-    PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    PYTHONDONTWRITEBYTECODE=1 \
+ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp \
     XDG_CACHE_HOME=/tmp/.cache \
@@ -40,13 +40,14 @@ ENV VIRTUAL_ENV=/opt/venv \
     CUDA_CACHE_PATH=/tmp/.cache/nv \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
+ARG APP_UID=1001
 RUN groupadd --gid ${APP_UID} user \
     && useradd --uid ${APP_UID} --gid ${APP_UID} --no-create-home \
-       --home-dir /tmp --shell /usr/sbin/nologin user \
-    && mkdir -p /opt/app /opt/ml/model /input /output \
-    && chown user:user /output
-COPY --from=builder /opt/venv /opt/venv
+       --home-dir /tmp --shell /usr/sbin/nologin user
 WORKDIR /opt/app
+# ---- end of the shared prefix ------------------------------------------------------------
+
+RUN mkdir -p /opt/ml/model /input /output && chown user:user /output
 COPY process.py ./
 COPY model/ ./model/
 COPY panther_seg/ ./panther_seg/

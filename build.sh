@@ -21,9 +21,5 @@ done
 
 echo "build.sh: building $IMAGE_TAG${BASE_IMAGE:+ from $BASE_IMAGE}"
 start=$(date +%s)
-# The builder stage (the virtual environment: about 4 GB of wheels, minutes to install) gets a
-# tag of its own, so that `docker image prune`, which removes untagged images, keeps it as the
-# build cache of the next build.
-docker build "${args[@]}" --target builder --tag "$IMAGE_TAG-builder" "$@" .
 docker build "${args[@]}" --tag "$IMAGE_TAG" "$@" .
 echo "build.sh: built $IMAGE_TAG in $(( $(date +%s) - start )) s"

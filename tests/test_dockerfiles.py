@@ -1,0 +1,99 @@
+"""The two Dockerfiles, read as the engine reads them: what keeps both images on one copy of the
+virtual environment, keeps a code change from rebuilding it, and keeps COPY sources inside the
+build context that `.dockerignore` lets through. (CI builds both images; these catch the
+mistakes in seconds, without an engine.)"""
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+DOCKERFILES = {"inference": ROOT / "Dockerfile", "training": ROOT / "training" / "Dockerfile"}
+PREFIX_START = "# ---- shared with training/Dockerfile"
+PREFIX_END = "# ---- end of the shared prefix"
+
+
+def instructions(text: str) -> list[str]:
+    """Dockerfile instructions, continuation lines joined and comments dropped."""
+    result: list[str] = []
+    pending = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1].strip() + " "
+            continue
+        result.append(pending + stripped)
+        pending = ""
+    return result
+
+
+def shared_prefix(path: Path) -> str:
+    text = path.read_text()
+    assert PREFIX_START in text and PREFIX_END in text, f"{path}: shared-prefix markers missing"
+    return text[text.index(PREFIX_START):text.index(PREFIX_END)]
+
+
+def test_training_image_starts_with_the_inference_images_layers():
+    """Identical instructions on the same base give identical layers: the training image then
+    reuses the 7.6 GB environment. One changed character there stores a second copy."""
+    prefixes = {name: shared_prefix(path) for name, path in DOCKERFILES.items()}
+    assert prefixes["inference"] == prefixes["training"]
+    heads = {}
+    for name, path in DOCKERFILES.items():
+        text = path.read_text()
+        heads[name] = instructions(text[:text.index(PREFIX_START)])
+    assert heads["inference"] == heads["training"]
+
+
+def test_the_environment_layer_depends_on_requirements_only():
+    """Nothing but requirements.txt is copied before the environment is installed, so a code
+    change rebuilds in seconds."""
+    steps = instructions(shared_prefix(DOCKERFILES["inference"]))
+    copies = [s for s in steps if s.startswith("COPY")]
+    assert copies == ["COPY requirements.txt /tmp/req/requirements.txt"]
+    pip = next(i for i, s in enumerate(steps) if "pip install" in s)
+    assert steps.index(copies[0]) < pip
+    assert "-r /tmp/req/requirements.txt" in steps[pip]
+
+
+def test_git_revision_is_declared_after_every_layer():
+    """The commit differs on every build: declared earlier, it would rebuild the layers below."""
+    steps = instructions(DOCKERFILES["training"].read_text())
+    arg = steps.index("ARG GIT_REVISION=unknown")
+    assert not [s for s in steps[arg:] if s.split()[0] in {"RUN", "COPY", "ADD"}]
+
+
+def dockerignore_allows(relative: str) -> bool:
+    """`.dockerignore` semantics for the patterns used here: the last matching line wins."""
+    allowed = True
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = line.lstrip("!").rstrip("/")
+        parts = Path(relative).parts
+        candidates = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        if any(fnmatch.fnmatch(c, pattern) or fnmatch.fnmatch(c, pattern.replace("**/", "")) for c in candidates):
+            allowed = negate
+    return allowed
+
+
+@pytest.mark.parametrize("name", sorted(DOCKERFILES))
+def test_every_copy_source_exists_and_reaches_the_engine(name):
+    for step in instructions(DOCKERFILES[name].read_text()):
+        if not step.startswith("COPY") or "--from=" in step:
+            continue
+        for source in step.split()[1:-1]:
+            assert (ROOT / source).exists(), f"{name}: {step}: {source} is missing"
+            assert dockerignore_allows(source.rstrip("/")), f"{name}: {source} is excluded by .dockerignore"
+
+
+def test_dockerignore_keeps_tests_and_environments_out():
+    for path in ["tests", "test", ".venv", ".git", "docs", "panther_seg/__pycache__"]:
+        assert not dockerignore_allows(path), path

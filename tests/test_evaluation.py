@@ -1,8 +1,9 @@
 """The evaluation command against DeepMind's `surface-distance`, the organisers' reference.
 
 Our metrics are our own numpy/scipy code; here every one of them is checked against the
-library on random and hand-made masks, in both spacing modes, and the command is run on real
-files written to a temporary folder.
+library on random and hand-made masks, in both spacing modes, Dice and surface Dice also against
+grand-challenge-metrics (evalutils) and MONAI, and the command is run on real files written to a
+temporary folder.
 """
 from __future__ import annotations
 
@@ -105,6 +106,36 @@ def test_hand_made_masks_match_library(spacing) -> None:
     touching_border[:5, :, 10:] = True
     for gt, pred in ((sphere, shifted), (sphere, cube), (cube, touching_border), (sphere, sphere)):
         assert_same(our_metrics(gt, pred, spacing), library_metrics(gt, pred, spacing))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_dice_and_surface_dice_match_evalutils_and_monai(seed: int) -> None:
+    """The two libraries the issue names compute two of the metrics, in float32 (which is why
+    scores come from our float64 code, held to surface-distance above to 1e-10): they must
+    agree to float32 precision."""
+    from grand_challenge_metrics.stats import calculate_confusion_matrix, dice_from_confusion_matrix
+    from monai.metrics import compute_surface_dice
+    import torch
+
+    rng = np.random.default_rng(seed)
+    shape = (16, 30, 34)
+    gt = blob(shape, rng.uniform(5, 11, 3), rng.uniform(3, 8, 3))
+    pred = blob(shape, rng.uniform(5, 11, 3), rng.uniform(3, 8, 3))
+    spacing = (3.0, 1.1875, 0.9)
+
+    confusion = calculate_confusion_matrix(gt.astype(np.uint8), pred.astype(np.uint8), [0, 1])
+    assert metrics.dice(gt, pred) == pytest.approx(float(dice_from_confusion_matrix(confusion)[1]), rel=1e-6)
+
+    def one_hot(mask: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.stack([~mask, mask])[None].astype(np.float32))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        monai_value = compute_surface_dice(one_hot(pred), one_hot(gt), [5.0], spacing=spacing,
+                                           use_subvoxels=True).item()
+    ours = metrics.surface_dice(metrics.surface_distances(gt, pred, spacing))
+    assert 0.0 < ours < 1.0
+    assert ours == pytest.approx(monai_value, rel=1e-6)
 
 
 def test_hand_made_values() -> None:

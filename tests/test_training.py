@@ -21,7 +21,7 @@ from panther_seg.stats import HEADER, read_stats_csv
 from panther_seg.synthetic import make_case, write_dataset
 from panther_seg.training import preprocess
 from panther_seg.training.config import load_config, parse_set
-from panther_seg.training.module import lr_factor
+from panther_seg.training.module import lr_factor, mean_dice_over_cases
 from panther_seg.training.splits import make_splits, read_split
 
 SHAPE = (16, 48, 64)
@@ -105,6 +105,13 @@ def test_learning_rate_schedule() -> None:
     assert lr_factor(200, 10, 110, 0.9) == 0.0
 
 
+def test_validation_dice_counts_each_case_once() -> None:
+    """DDP's sampler repeats cases to even out the processes: case 0 scored twice counts once."""
+    rows = np.array([[0, 0.2, 0.4], [1, 0.8, 0.6], [0, 0.2, 0.4]])
+    assert mean_dice_over_cases(rows) == pytest.approx((0.5, 0.5, 2))
+    assert mean_dice_over_cases(np.zeros((0, 3))) == (0.0, 0.0, 0)
+
+
 def test_preprocess_command(dataset: Path, tmp_path: Path) -> None:
     bad = sitk.GetImageFromArray(np.full(SHAPE, 5, np.uint8))
     bad.CopyInformation(sitk.ReadImage(str(dataset / "imagesTr" / "90000_0001_0000.mha")))
@@ -173,10 +180,14 @@ def test_train_export_and_inference(dataset: Path, preprocessed: Path, tmp_path:
 
 
 def test_run_all_with_ddp_on_two_cpu_processes(dataset: Path, tmp_path: Path) -> None:
-    """Lightning DDP (gloo) with --devices 2: no code change, just the flag."""
+    """Lightning DDP (gloo) with --devices 2: no code change, just the flag. Fold 1 has one
+    validation case, which the sampler hands to both processes: it still counts once."""
     out = tmp_path / "out"
     result = run("-m", "panther_seg.training.run_all", "--data", str(dataset), "--out", str(out), "--workers", "1",
-                 "--devices", "2", "--accelerator", "cpu", "--set", *[s for s in TINY if not s.startswith("max_steps")], "max_steps=2")
+                 "--fold", "1", "--devices", "2", "--accelerator", "cpu", "--set", *[s for s in TINY if not s.startswith("max_steps")], "max_steps=2")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads((out / "run_fold0" / "result.json").read_text())["steps"] == 2
-    assert load_checkpoint(out / "resources" / "segformer3d.pt").kind == "project resource"
+    assert json.loads((out / "run_fold1" / "result.json").read_text())["steps"] == 2
+    loaded = load_checkpoint(out / "resources" / "segformer3d.pt")
+    assert loaded.kind == "project resource"
+    assert len(loaded.provenance["data"]["val_cases"]) == 1
+    assert loaded.provenance["validation_metrics"]["val/cases"] == 1

@@ -113,7 +113,7 @@ class CaseDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         case = self.source[i]
-        return {"image": torch.from_numpy(case["image"]), "label": torch.from_numpy(case["label"]).long(), "case": case["case"]}
+        return {"image": torch.from_numpy(case["image"]), "label": torch.from_numpy(case["label"]).long(), "case": case["case"], "index": i}
 
 
 def seed_worker(worker_id: int) -> None:

@@ -32,6 +32,19 @@ def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int(np.logical_and(pred, truth).sum()) / total
 
 
+def mean_dice_over_cases(rows: np.ndarray) -> tuple[float, float, int]:
+    """Mean tumour and pancreas Dice over distinct cases, from (case index, tumour, pancreas) rows.
+
+    Under DDP, Lightning's DistributedSampler repeats validation cases so that every process
+    gets as many: a case scored twice must count once.
+    """
+    _, first = np.unique(rows[:, 0], return_index=True)
+    if first.size == 0:
+        return 0.0, 0.0, 0
+    tumour, pancreas = rows[first, 1:].mean(0)
+    return float(tumour), float(pancreas), int(first.size)
+
+
 class SegmentationModule(L.LightningModule):
     def __init__(self, cfg: dict[str, Any]):
         super().__init__()
@@ -41,7 +54,7 @@ class SegmentationModule(L.LightningModule):
         self.save_hyperparameters({**self.model_config, "training_config": cfg})
         self.model = SegFormer3D(**self.model_config)
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
-        self.val_scores: list[tuple[float, float]] = []
+        self.val_scores: list[tuple[float, float, float]] = []
         self.last_val_metrics: dict[str, float] = {}
 
     @classmethod
@@ -71,7 +84,7 @@ class SegmentationModule(L.LightningModule):
         truth = batch["label"][0, 0].cpu().numpy()
         prediction = predict_probabilities(self.model, volume, self.settings()).argmax(0)
         scores = (dice(prediction == TUMOUR, truth == TUMOUR), dice(prediction == PANCREAS, truth == PANCREAS))
-        self.val_scores.append(scores)
+        self.val_scores.append((float(batch["index"][0]), *scores))
         if batch_idx == 0 and self.cfg["log_images"]:
             self.log_example(volume, truth, prediction)
 
@@ -79,12 +92,12 @@ class SegmentationModule(L.LightningModule):
         self.val_scores = []
 
     def on_validation_epoch_end(self) -> None:
-        """Mean Dice over the validation cases of every process (DDP: gathered, not averaged per rank)."""
-        scores = np.asarray(self.val_scores, dtype=np.float64).reshape(-1, 2)
-        local = torch.tensor([*scores.sum(0), len(scores)], dtype=torch.float64, device=self.device)
-        total = self.all_gather(local).reshape(-1, 3).sum(0)
-        tumour, pancreas = (total[:2] / total[2].clamp_min(1)).tolist()
-        metrics = {"val/dice_tumour": tumour, "val/dice_pancreas": pancreas, MONITOR: (tumour + pancreas) / 2}
+        """Mean Dice over the validation cases of every process (DDP: gathered, each case once)."""
+        local = torch.tensor(self.val_scores, dtype=torch.float64, device=self.device).reshape(-1, 3)
+        rows = self.all_gather(local).reshape(-1, 3).cpu().numpy()
+        tumour, pancreas, cases = mean_dice_over_cases(rows)
+        metrics = {"val/dice_tumour": tumour, "val/dice_pancreas": pancreas, MONITOR: (tumour + pancreas) / 2,
+                   "val/cases": float(cases)}
         self.last_val_metrics = metrics
         self.log_dict(metrics, prog_bar=True)
 

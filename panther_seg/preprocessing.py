@@ -66,11 +66,12 @@ def preprocess_label(
     label: sitk.Image, image: sitk.Image, stats: NormalisationStats, direction: np.ndarray | None = None
 ) -> np.ndarray:
     """A label map on the grid of ``preprocess_image(image)``: nearest neighbour, uint8, negative
-    values set to 0. The caller checks that label and image share their geometry."""
-    _, grid, _, resampled = to_training_grid(image, stats, direction)
+    values set to 0. The label takes the image's geometry, so its own reorientation gives the
+    same grid (the image is not reoriented a second time). The caller checks that label and
+    image share their geometry."""
     label = sitk.Cast(label, sitk.sitkInt16)
     label.CopyInformation(image)
-    oriented, _ = reorient(label, training_direction(direction))
+    oriented, grid, _, resampled = to_training_grid(label, stats, direction)
     if resampled:
         oriented = resample(oriented, grid, sitk.sitkNearestNeighbor, sitk.sitkInt16)
     return np.clip(sitk.GetArrayFromImage(oriented), 0, None).astype(np.uint8)

@@ -4,7 +4,7 @@
 
 Makes PANTHER-size synthetic volumes (median 72x258x318 and largest 88x466x570 voxels, spacings
 from the organisers' fingerprint), runs the real pipeline on them stage by stage (read,
-preprocess = reorient + resample + normalise, network, post-process, back to the input grid,
+preprocess = resample + normalise, network, post-process, back to the input grid,
 write) and reports wall time, peak host RAM and peak GPU memory per stage. In the same run it
 measures the network's forward time per window against the explicit-attention implementation
 (same weights), the achieved GFLOP/s against the machine's measured matrix-multiply GFLOP/s,
@@ -38,7 +38,7 @@ from .checkpoint import load_checkpoint
 from .device import select_device
 from .image_io import read_image, write_image_atomic
 from .pipeline import Segmenter, Timings
-from .preprocessing import zscore_nonzero
+from .preprocessing import zscore
 from .resources import resolve_resources
 from .runtime import keep_freed_memory
 from .sliding_window import InferenceSettings
@@ -184,14 +184,14 @@ def stage_benchmark(segmenter: Segmenter, path: Path, workdir: Path) -> dict[str
     with timings.stage("read"):
         image = read_image(path)
     start = time.perf_counter()
-    mask = segmenter.segment(image, timings)
+    mask = segmenter.segment(image, timings, source=path)
     total = time.perf_counter() - start + timings.seconds["read"]
     with timings.stage("write"):
         write_image_atomic(mask, workdir / "mask.mha")
     total += timings.seconds["write"]
-    volume = sitk.GetArrayFromImage(sitk.Cast(image, sitk.sitkFloat32))
+    volume = sitk.GetArrayViewFromImage(image)
     t = time.perf_counter()
-    zscore_nonzero(volume)
+    zscore(volume)
     normalise = time.perf_counter() - t
     return {
         "stages_s": {k: round(v, 3) for k, v in timings.seconds.items()},
@@ -223,7 +223,7 @@ def nnunet_benchmark(path: Path, device: str, mirroring: bool) -> dict[str, Any]
     predictor.manual_initialization(network, plans, config, None, {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "tumour": 1}},
                                     "nnUNetTrainer", (0, 1, 2) if mirroring else None)
     volume = sitk.GetArrayFromImage(read_image(path)).astype(np.float32)
-    x = torch.from_numpy(zscore_nonzero(volume))[None]
+    x = torch.from_numpy(zscore(volume))[None]
     start = time.perf_counter()
     predictor.predict_sliding_window_return_logits(x)
     sync(device)
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             for protocol in protocols:
                 settings = InferenceSettings(overlap=FAST_OVERLAP if protocol == "fast" else OVERLAP,
                                              mirror_axes=() if protocol == "fast" else (0, 1, 2),
-                                             batch_size=4 if device == "cuda" else 1, device=device, amp=device == "cuda")
+                                             batch_size=4 if device == "cuda" else 1, device=device)
                 run = {"case": case, "shape_zyx": list(shape), "spacing_xyz": list(spacing), "protocol": protocol,
                        **stage_benchmark(Segmenter(resources, settings), path, Path(tmp))}
                 report["runs"].append(run)

@@ -1,6 +1,10 @@
 """Checkpoints: the original Lightning ``.ckpt``, a bare state dict, and the project's resource
 format (weights plus everything needed to rebuild and feed the network). Always loaded with
-``weights_only=True`` and strictly."""
+``weights_only=True`` and strictly.
+
+A checkpoint is the model's contract (``ModelContract``): the window it runs on, which output
+classes are tumour and pancreas, and how its input was preprocessed. The resource format records
+it; the original authors' formats get the original protocol's values."""
 from __future__ import annotations
 
 import hashlib
@@ -13,21 +17,48 @@ import torch
 
 from model import SegFormer3D
 
-from .config import CHECKPOINT_SUFFIXES, CLASS_NAMES, SHA256_FILE_NAME, STATS_FILE_NAME
+from .config import CHECKPOINT_SUFFIXES, CLASS_NAMES, PANCREAS, SHA256_FILE_NAME, STATS_FILE_NAME, TUMOUR, WINDOW
 from .errors import InputError
+from .preprocessing import PreprocessingOptions
 from .stats import NormalisationStats
 
 RESOURCE_FORMAT = "panther-segformer3d-resource"
-RESOURCE_VERSION = 1
+RESOURCE_VERSION = 2  # 2 added window, tumour_class, pancreas_class, preprocessing (1 loads with the defaults)
 LIGHTNING_PREFIX = "model."
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    """What inference must honour for a network; the defaults are the original protocol's."""
+
+    window: tuple[int, int, int] = WINDOW  # sliding window (z, y, x)
+    class_names: tuple[str, ...] = CLASS_NAMES
+    tumour_class: int = TUMOUR  # output channel of the tumour probability
+    pancreas_class: int = PANCREAS  # output channel of the pancreas probability
+    preprocessing: PreprocessingOptions = PreprocessingOptions()
+    training_direction: tuple[float, ...] | None = None  # 3x3, row-major; used with orientation "training"
+
+    def direction_matrix(self) -> np.ndarray | None:
+        return None if self.training_direction is None else np.asarray(self.training_direction, dtype=float).reshape(3, 3)
+
+    def check_against(self, model: SegFormer3D, path: Path) -> None:
+        """Refuse at load a network whose outputs the post-processing cannot use."""
+        n = model.decoder.cls.out_channels
+        used = {"tumour": self.tumour_class, "pancreas": self.pancreas_class}
+        for name, index in used.items():
+            if not 0 < index < n:
+                raise InputError(path, f"the network has {n} output classes; the {name} class {index} is not one of its foreground classes 1..{n - 1}")
+        if self.tumour_class == self.pancreas_class:
+            raise InputError(path, f"tumour and pancreas are the same output class ({self.tumour_class})")
+        if len(self.class_names) != n:
+            raise InputError(path, f"class_names lists {len(self.class_names)} classes but the network has {n} outputs")
 
 
 @dataclass
 class LoadedModel:
     model: SegFormer3D
     config: dict[str, Any]
-    class_names: tuple[str, ...] = CLASS_NAMES
-    training_direction: np.ndarray | None = None  # None: the checkpoint does not say (identity)
+    contract: ModelContract = ModelContract()
     stats: NormalisationStats | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     kind: str = "state dict"
@@ -87,26 +118,54 @@ def load_checkpoint(path: Path, config: dict[str, Any] | None = None) -> LoadedM
         raise InputError(path, f"checkpoint holds a {type(obj).__name__}, not a dict")
     if obj.get("format") == RESOURCE_FORMAT:
         config = dict(obj["model_config"])
-        direction = obj.get("training_direction")
         stats = obj.get("statistics")
-        return LoadedModel(
+        loaded = LoadedModel(
             model=build_model(config, _tensors_only(obj["state_dict"], path), path),
             config=config,
-            class_names=tuple(obj.get("class_names", CLASS_NAMES)),
-            training_direction=None if direction is None else np.asarray(direction, dtype=float).reshape(3, 3),
+            contract=_contract(obj, path),
             stats=None if stats is None else NormalisationStats.from_dict(stats),
             provenance=dict(obj.get("provenance", {})),
             kind="project resource",
         )
-    if isinstance(obj.get("state_dict"), dict):  # PyTorch Lightning checkpoint of the original code
+    elif isinstance(obj.get("state_dict"), dict):  # PyTorch Lightning checkpoint of the original code
         sd = _tensors_only(obj["state_dict"], path)
         if not any(k.startswith(LIGHTNING_PREFIX) for k in sd):
             raise InputError(path, f"Lightning checkpoint has no weights under '{LIGHTNING_PREFIX}'")
         sd = {k[len(LIGHTNING_PREFIX):]: v for k, v in sd.items() if k.startswith(LIGHTNING_PREFIX)}
         config = config if config is not None else _constructor_args(obj.get("hyper_parameters"))
-        return LoadedModel(build_model(config, sd, path), config, kind="Lightning checkpoint")
-    config = config or {}
-    return LoadedModel(build_model(config, _tensors_only(obj, path), path), config, kind="state dict")
+        loaded = LoadedModel(build_model(config, sd, path), config, kind="Lightning checkpoint")
+    else:
+        config = config or {}
+        loaded = LoadedModel(build_model(config, _tensors_only(obj, path), path), config, kind="state dict")
+    if loaded.kind != "project resource":  # the original protocol's contract, named for its classes
+        loaded.contract = ModelContract(class_names=class_names_for(loaded.model.decoder.cls.out_channels))
+    loaded.contract.check_against(loaded.model, path)
+    return loaded
+
+
+def class_names_for(num_classes: int) -> tuple[str, ...]:
+    """The original classes' names, then "class 3", "class 4", ... for networks with more."""
+    return (CLASS_NAMES + tuple(f"class {i}" for i in range(len(CLASS_NAMES), num_classes)))[:num_classes]
+
+
+def _contract(obj: dict[str, Any], path: Path) -> ModelContract:
+    """The contract recorded in a resource file; fields it does not record take the defaults."""
+    default = ModelContract()
+    try:
+        direction = obj.get("training_direction")
+        window = tuple(int(w) for w in obj.get("window", default.window))
+        if len(window) != 3 or min(window) < 1:
+            raise ValueError(f"window must be 3 positive sizes (z, y, x), not {list(window)}")
+        return ModelContract(
+            window=window,  # type: ignore[arg-type]
+            class_names=tuple(str(c) for c in obj.get("class_names", default.class_names)),
+            tumour_class=int(obj.get("tumour_class", default.tumour_class)),
+            pancreas_class=int(obj.get("pancreas_class", default.pancreas_class)),
+            preprocessing=PreprocessingOptions.from_dict(dict(obj.get("preprocessing", {}))),
+            training_direction=None if direction is None else tuple(float(d) for d in np.asarray(direction, dtype=float).reshape(9)),
+        )
+    except (TypeError, ValueError) as e:
+        raise InputError(path, f"checkpoint's model contract is invalid: {e}") from None
 
 
 def save_resource(
@@ -114,19 +173,24 @@ def save_resource(
     model: SegFormer3D,
     config: dict[str, Any],
     stats: NormalisationStats,
-    training_direction: np.ndarray | None = None,
-    class_names: tuple[str, ...] = CLASS_NAMES,
+    contract: ModelContract = ModelContract(),
     provenance: dict[str, Any] | None = None,
 ) -> None:
-    """Write the project's resource format (fp32 weights, constructor arguments, statistics...)."""
-    direction = np.eye(3) if training_direction is None else np.asarray(training_direction, dtype=float)
+    """Write the project's resource format: fp32 weights, constructor arguments, statistics, the
+    model's contract and the provenance."""
+    contract.check_against(model, Path(path))
+    direction = contract.direction_matrix()
     payload = {
         "format": RESOURCE_FORMAT,
         "version": RESOURCE_VERSION,
         "model_config": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
         "state_dict": {k: v.detach().float().cpu() if v.is_floating_point() else v.detach().cpu() for k, v in model.state_dict().items()},
-        "class_names": list(class_names),
-        "training_direction": [float(x) for x in direction.ravel()],
+        "window": list(contract.window),
+        "class_names": list(contract.class_names),
+        "tumour_class": contract.tumour_class,
+        "pancreas_class": contract.pancreas_class,
+        "preprocessing": contract.preprocessing.to_dict(),
+        "training_direction": None if direction is None else [float(x) for x in direction.ravel()],
         "statistics": stats.to_dict(),
         "provenance": provenance or {},
     }

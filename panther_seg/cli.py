@@ -14,12 +14,16 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from .config import FAST_OVERLAP, GC_INPUT_ROOT, GC_OUTPUT_NAME, GC_OUTPUT_ROOT, GC_OUTPUT_SUBDIR, OVERLAP, WINDOW
+from .config import (
+    FAST_OVERLAP, GC_INPUT_ROOT, GC_OUTPUT_NAME, GC_OUTPUT_ROOT, GC_OUTPUT_SUBDIR, NORMALISATIONS, ORIENTATIONS,
+    OVERLAP, RESAMPLINGS,
+)
 from .device import describe, select_device
 from .errors import InputError
 from .image_io import case_id, find_gc_input, has_image_suffix, read_image, write_image_atomic
 from .pipeline import Segmenter, Timings, peak_memory
-from .resources import resolve_resources
+from .preprocessing import PreprocessingOptions
+from .resources import Resources, resolve_resources
 from .runtime import keep_freed_memory
 from .sliding_window import InferenceSettings
 
@@ -52,10 +56,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", nargs="+", type=Path, metavar="PATH", help="batch mode: image files and/or folders of images")
     p.add_argument("--output-dir", type=Path, help="batch mode: where the masks go (<case>.<input format>)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--fast", action="store_true", help=f"no mirroring, overlap {FAST_OVERLAP} (for CPUs)")
-    p.add_argument("--overlap", type=float, help=f"sliding-window overlap (default {OVERLAP}, {FAST_OVERLAP} with --fast)")
-    p.add_argument("--no-tta", action="store_true", help="no mirror test-time augmentation")
-    p.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default 4 on GPU, 1 on CPU)")
+    departures = p.add_argument_group(
+        "departures from the original protocol (docs/protocol.md gives each one's measured effect on the mask)"
+    )
+    departures.add_argument("--fast", action="store_true", help=f"no mirroring, overlap {FAST_OVERLAP} (for CPUs)")
+    departures.add_argument("--overlap", type=float, help=f"sliding-window overlap (default {OVERLAP}, {FAST_OVERLAP} with --fast)")
+    departures.add_argument("--no-tta", action="store_true", help="no mirror test-time augmentation")
+    departures.add_argument("--fp16", action="store_true", help="fp16 autocast on the GPU (the original runs fp32)")
+    departures.add_argument("--orientation", choices=ORIENTATIONS, help="storage: the array as stored (original); training: "
+                            "permuted and flipped to the checkpoint's training direction first (default: the checkpoint's)")
+    departures.add_argument("--resample", choices=RESAMPLINGS, help="always (original) | if-needed: skip resampling "
+                            "when the size would not change (default: the checkpoint's)")
+    departures.add_argument("--normalise", choices=NORMALISATIONS, help="z-score over the voxels > 0 (positive, original) "
+                            "or != 0 (nonzero) (default: the checkpoint's)")
+    p.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default 4 on GPU, 1 on CPU; the same result up to rounding)")
     p.add_argument("--checkpoint", type=Path, help="checkpoint to use instead of /opt/ml/model or resources/")
     p.add_argument("--stats", type=Path, help="mri_statistics.csv to use instead of the checkpoint's")
     p.add_argument("--model-config", type=Path, help="JSON of SegFormer3D constructor arguments, for checkpoints that record none")
@@ -69,16 +83,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def settings_from(args: argparse.Namespace, device: str) -> InferenceSettings:
+def settings_from(args: argparse.Namespace, device: str, resources: Resources) -> InferenceSettings:
     overlap = args.overlap if args.overlap is not None else (FAST_OVERLAP if args.fast else OVERLAP)
     return InferenceSettings(
-        window=WINDOW,
+        window=resources.loaded.contract.window,
         overlap=overlap,
         mirror_axes=() if (args.fast or args.no_tta) else (0, 1, 2),
         batch_size=args.batch_size or (4 if device == "cuda" else 1),
         device=device,
-        amp=device == "cuda",
+        fp16=args.fp16 and device == "cuda",
     )
+
+
+def preprocessing_from(args: argparse.Namespace, resources: Resources) -> PreprocessingOptions:
+    """The checkpoint's preprocessing, with the options given on the command line instead."""
+    recorded = resources.loaded.contract.preprocessing
+    chosen = {k: getattr(args, k) for k in ("orientation", "resample", "normalise") if getattr(args, k) is not None}
+    return PreprocessingOptions(**{**recorded.to_dict(), **chosen})
+
+
+def describe_departures(settings: InferenceSettings, preprocessing: PreprocessingOptions) -> str:
+    """The ways this run departs from the original protocol, or says it follows it."""
+    parts = [f"{k} {v}" for k, v in preprocessing.departures().items()]
+    if settings.overlap != OVERLAP:
+        parts.append(f"overlap {settings.overlap}")
+    if len(settings.mirror_axes) < 3:
+        parts.append(f"{2 ** len(settings.mirror_axes)} mirrorings instead of 8")
+    if settings.fp16:
+        parts.append("fp16")
+    return "protocol: the original" if not parts else "protocol: the original except " + ", ".join(parts)
 
 
 def describe_image(path: Path, image: sitk.Image) -> str:
@@ -93,7 +126,7 @@ def segment_file(segmenter: Segmenter, src: Path, dst: Path) -> dict[str, float]
     with timings.stage("read"):
         image = read_image(src)
     log.info(describe_image(src, image))
-    mask = segmenter.segment(image, timings)
+    mask = segmenter.segment(image, timings, source=src)
     with timings.stage("write"):
         write_image_atomic(mask, dst)
     log.info("wrote %s", dst)
@@ -145,14 +178,16 @@ def main(argv: list[str] | None = None) -> int:
         log.info(describe(device))
         config = json.loads(args.model_config.read_text()) if args.model_config else None
         resources = resolve_resources(args.checkpoint, args.stats, config)
-        settings = settings_from(args, device)
+        settings = settings_from(args, device, resources)
+        preprocessing = preprocessing_from(args, resources)
         log.info(
             "checkpoint %s (%s); statistics %s; target spacing %s mm (x, y, z)",
             resources.checkpoint_path, resources.loaded.kind, resources.stats_source, resources.stats.target_spacing(),
         )
-        log.info("window %s, overlap %s, mirrorings %d, batch %d, fp16 %s", settings.window, settings.overlap,
-                 2 ** len(settings.mirror_axes), settings.batch_size, settings.amp)
-        segmenter = Segmenter(resources, settings)
+        log.info("window %s, overlap %s, mirrorings %d, batch %d, fp16 %s; preprocessing %s", settings.window,
+                 settings.overlap, 2 ** len(settings.mirror_axes), settings.batch_size, settings.fp16, preprocessing.to_dict())
+        log.info(describe_departures(settings, preprocessing))
+        segmenter = Segmenter(resources, settings, preprocessing)
         if args.batch:
             status = run_batch(segmenter, args)
         else:

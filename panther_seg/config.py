@@ -19,19 +19,22 @@ GC_OUTPUT_SUBDIR = "images/pancreatic-tumor-segmentation"
 GC_OUTPUT_NAME = "tumor_seg.mha"
 IMAGE_SUFFIXES = (".mha", ".mhd", ".nii", ".nii.gz", ".nrrd")
 
-# classes
+# classes (the original checkpoint's; a project checkpoint may record others)
 CLASS_NAMES = ("background", "tumour", "pancreas")
 TUMOUR, PANCREAS = 1, 2
 
-# preprocessing (nnU-Net's MRI strategy)
+# preprocessing: the original protocol (spec/container.md), then the named departures
 ANISOTROPY_RATIO = 3.0  # median z / median x at or above this: use the 10th-percentile z spacing
-BSPLINE_ORDER = 3
+ZSCORE_EPSILON = 1e-6  # (v - mean) / (std + epsilon)
+ORIENTATIONS = ("storage", "training")  # array in storage order (original) | reoriented to the training direction
+RESAMPLINGS = ("always", "if-needed")  # always resample (original) | skip when the size would not change
+NORMALISATIONS = ("positive", "nonzero")  # z-score statistics over voxels > 0 (original) | != 0
 
-# sliding window (z, y, x)
+# sliding window (z, y, x): MONAI's SlidingWindowInferer as the original configured it
 WINDOW = (32, 160, 208)
 OVERLAP = 0.5
 FAST_OVERLAP = 0.25
-GAUSSIAN_SIGMA_SCALE = 1.0 / 8  # nnU-Net's importance map
+GAUSSIAN_SIGMA_SCALE = 0.125  # MONAI's default: sigma = 0.125 x window
 
 # post-processing
 TUMOUR_THRESHOLD = 0.45

@@ -1,8 +1,5 @@
-"""Voxel grids: bringing an image into the training orientation and spacing, and a mask back
-onto the input's grid exactly.
-
-Axis permutations and flips are done on the array (exact, no interpolation), so a mirrored input
-gives the mirrored mask. Only spacing changes (and oblique directions) interpolate.
+"""Voxel grids: the optional reorientation to a training direction (exact axis permutations and
+flips on the array, no interpolation), and bringing a mask back onto the input's grid exactly.
 """
 from __future__ import annotations
 
@@ -11,8 +8,6 @@ from itertools import permutations
 
 import numpy as np
 import SimpleITK as sitk
-
-ALIGNED_TOLERANCE = 1e-4  # direction cosines closer than this to the training ones count as aligned
 
 
 @dataclass(frozen=True)
@@ -54,11 +49,6 @@ class Reorientation:
         flips = tuple(a for a in range(3) if self.flip[2 - a])
         return np.flip(out, flips) if flips else out
 
-    def array_backward(self, array: np.ndarray) -> np.ndarray:
-        flips = tuple(a for a in range(3) if self.flip[2 - a])
-        array = np.flip(array, flips) if flips else array
-        return np.transpose(array, np.argsort([2 - self.perm[2 - a] for a in range(3)]))
-
 
 def closest_reorientation(direction: np.ndarray, target: np.ndarray) -> Reorientation:
     """The axis permutation and flips that bring ``direction`` closest to ``target``."""
@@ -68,12 +58,13 @@ def closest_reorientation(direction: np.ndarray, target: np.ndarray) -> Reorient
     return Reorientation(perm, flip)  # type: ignore[arg-type]
 
 
-def reorient(image: sitk.Image, target_direction: np.ndarray) -> tuple[sitk.Image, Reorientation]:
-    """Permute and flip the image's axes so that they follow the training direction."""
+def reorient(image: sitk.Image, target_direction: np.ndarray) -> sitk.Image:
+    """The same physical image with its axes permuted and flipped to follow the training
+    direction as closely as a signed permutation can (oblique axes stay oblique)."""
     direction = np.asarray(image.GetDirection()).reshape(3, 3)
     r = closest_reorientation(direction, target_direction)
     if r.is_identity:
-        return image, r
+        return image
     array = np.ascontiguousarray(r.array_forward(sitk.GetArrayViewFromImage(image)))
     size = image.GetSize()
     first = [0, 0, 0]
@@ -84,53 +75,12 @@ def reorient(image: sitk.Image, target_direction: np.ndarray) -> tuple[sitk.Imag
     out.SetOrigin(image.TransformIndexToPhysicalPoint(first))
     out.SetSpacing(tuple(image.GetSpacing()[r.perm[i]] for i in range(3)))
     out.SetDirection(tuple(new_dir.ravel()))
-    return out, r
+    return out
 
 
-def target_grid(image: sitk.Image, spacing: tuple[float, float, float], direction: np.ndarray) -> Grid:
-    """The grid at the target spacing in the training direction that covers ``image``.
-
-    Aligned images keep their origin and get ``round(size * spacing / target)`` voxels, as in
-    nnU-Net; oblique ones get the bounding box of their voxel centres in the training frame.
-    """
-    size = np.asarray(image.GetSize())
-    old_spacing = np.asarray(image.GetSpacing())
-    new_spacing = np.asarray(spacing, dtype=float)
-    own = np.asarray(image.GetDirection()).reshape(3, 3)
-    if np.abs(own - direction).max() < ALIGNED_TOLERANCE:
-        new_size = np.maximum(np.round(size * old_spacing / new_spacing), 1).astype(int)
-        if np.array_equal(new_size, size):  # nothing to resample: keep the grid exactly
-            return Grid.of(image)
-        return Grid(tuple(int(s) for s in new_size), tuple(float(s) for s in new_spacing), image.GetOrigin(), tuple(float(d) for d in direction.ravel()))
-    corners = np.array([[i, j, k] for i in (0, size[0] - 1) for j in (0, size[1] - 1) for k in (0, size[2] - 1)])
-    points = np.array([image.TransformIndexToPhysicalPoint([int(c) for c in corner]) for corner in corners])
-    local = points @ direction  # coordinates along the training axes
-    low, high = local.min(axis=0), local.max(axis=0)
-    new_size = np.floor((high - low) / new_spacing + 1e-6).astype(int) + 1
-    return Grid(
-        tuple(int(s) for s in new_size), tuple(float(s) for s in new_spacing),
-        tuple(float(o) for o in direction @ low), tuple(float(d) for d in direction.ravel()),
-    )
-
-
-def resample(image: sitk.Image, grid: Grid, interpolator: int, pixel_type: int) -> sitk.Image:
-    """Resample onto ``grid`` (identity transform in physical space; outside is 0)."""
-    return sitk.Resample(
-        image, grid.size, sitk.Transform(), interpolator, grid.origin, grid.spacing, grid.direction, 0, pixel_type
-    )
-
-
-def mask_to_input_grid(
-    mask: np.ndarray, grid: Grid, reorientation: Reorientation, reference: sitk.Image, resampled: bool
-) -> sitk.Image:
-    """Bring a (z, y, x) mask on ``grid`` back to exactly the grid of ``reference``.
-
-    When nothing was interpolated on the way in, the reorientation is undone on the array
-    (exact); otherwise the mask is resampled with nearest neighbour onto the reference grid.
-    """
-    if not resampled:
-        out = sitk.GetImageFromArray(np.ascontiguousarray(reorientation.array_backward(mask), dtype=np.uint8))
-        out.CopyInformation(reference)
-        return out
-    on_grid = grid.apply(sitk.GetImageFromArray(mask.astype(np.uint8)))
+def mask_to_input_grid(mask: np.ndarray, grid: Grid, reference: sitk.Image) -> sitk.Image:
+    """A (z, y, x) mask on ``grid``, resampled by nearest neighbour onto exactly the grid of
+    ``reference`` (the input image): same size, spacing, origin and direction. Where ``grid`` is
+    the input's own grid, or a permutation of it, every voxel maps to itself: exact."""
+    on_grid = grid.apply(sitk.GetImageFromArray(np.ascontiguousarray(mask, dtype=np.uint8)))
     return sitk.Resample(on_grid, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)

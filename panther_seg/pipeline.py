@@ -1,20 +1,21 @@
-"""The one place that wires the steps: read -> preprocess -> network -> post-process -> input grid."""
+"""The one place that wires the steps: preprocess -> network -> post-process -> input grid."""
 from __future__ import annotations
 
 import logging
 import resource
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
+from .errors import InputError
 from .geometry import mask_to_input_grid
 from .postprocessing import postprocess
-from .preprocessing import preprocess_image
+from .preprocessing import PreprocessingOptions, preprocess_image
 from .resources import Resources
 from .sliding_window import InferenceSettings, predict_probabilities
 
@@ -41,25 +42,54 @@ def peak_memory() -> str:
 
 
 class Segmenter:
-    """Holds the network on its device; ``segment`` maps an image to its tumour mask."""
+    """Holds the network on its device; ``segment`` maps an image to its tumour mask.
 
-    def __init__(self, resources: Resources, settings: InferenceSettings):
+    The checkpoint's contract decides the window, the classes and the preprocessing;
+    ``preprocessing`` overrides the latter (a departure the user chose)."""
+
+    def __init__(self, resources: Resources, settings: InferenceSettings, preprocessing: PreprocessingOptions | None = None):
         self.resources = resources
-        self.settings = settings
-        self.model = resources.loaded.model.to(settings.device).eval()
+        self.contract = resources.loaded.contract
+        self.preprocessing = preprocessing or self.contract.preprocessing
+        self.settings = replace(settings, window=self.contract.window)
+        self.model = resources.loaded.model.to(self.settings.device).eval()
 
-    def segment(self, image: sitk.Image, timings: Timings | None = None) -> sitk.Image:
+    def segment(self, image: sitk.Image, timings: Timings | None = None, source: object = None) -> sitk.Image:
+        """The tumour mask on exactly the grid of ``image``; ``source`` names it in errors."""
         timings = timings or Timings()
-        loaded = self.resources.loaded
         with timings.stage("preprocess"):
-            prep = preprocess_image(image, self.resources.stats, loaded.training_direction)
+            prep = preprocess_image(image, self.resources.stats, self.preprocessing, self.contract.direction_matrix(), source)
         log.info("  network grid   %s voxels (z, y, x) at %s mm (x, y, z)", prep.volume.shape, tuple(round(s, 4) for s in prep.grid.spacing))
         with timings.stage("network"):
-            probabilities = predict_probabilities(self.model, prep.volume, self.settings)
+            probabilities = self.probabilities(torch.from_numpy(prep.volume))
+            tumour = probabilities[self.contract.tumour_class].cpu().numpy()
+            pancreas = probabilities[self.contract.pancreas_class].cpu().numpy()
+            del probabilities
+        if not (np.all(np.isfinite(tumour)) and np.all(np.isfinite(pancreas))):
+            raise InputError(source, "the network's output is not finite (NaN or Inf) for this image; no mask written")
         with timings.stage("postprocess"):
-            mask = postprocess(probabilities, prep.grid.spacing[::-1])
-        del probabilities
+            mask = postprocess(tumour, pancreas, prep.grid.spacing[::-1])
         with timings.stage("to input grid"):
-            out = mask_to_input_grid(mask, prep.grid, prep.reorientation, image, prep.resampled)
+            out = mask_to_input_grid(mask, prep.grid, image)
         log.info("  tumour voxels  %d", int(np.count_nonzero(sitk.GetArrayViewFromImage(out))))
         return out
+
+    def probabilities(self, volume: torch.Tensor) -> torch.Tensor:
+        """Class probabilities; out of GPU memory, retried with one window per pass, then on the
+        CPU (as nnU-Net does), loudly, rather than losing the case."""
+        try:
+            return predict_probabilities(self.model, volume, self.settings)
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+        if self.settings.batch_size > 1:
+            log.warning("WARNING: out of GPU memory with %d windows per pass: retrying with 1", self.settings.batch_size)
+            try:
+                return predict_probabilities(self.model, volume, replace(self.settings, batch_size=1))
+            except torch.OutOfMemoryError:
+                torch.cuda.empty_cache()
+        log.warning("WARNING: out of GPU memory even with 1 window per pass: running this case on the CPU (much slower)")
+        self.model.to("cpu")
+        try:
+            return predict_probabilities(self.model, volume, replace(self.settings, batch_size=1, device="cpu", fp16=False))
+        finally:
+            self.model.to(self.settings.device)

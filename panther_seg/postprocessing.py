@@ -1,6 +1,8 @@
-"""From class probabilities to the tumour mask (the original method's rules), on the network's
-grid. Morphology runs inside the bounding box of the candidate voxels, which gives the same
-result as on the whole volume for a fraction of the time."""
+"""From class probabilities to the tumour mask, on the network's grid (spec/container.md,
+"Post-processing"): threshold, opening then closing, connected components by volume, and
+proximity to the predicted pancreas. Morphology runs inside the bounding box of the candidate
+voxels (grown by a margin), which gives the same result as on the whole volume for a fraction of
+the time."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -29,6 +31,7 @@ def bbox(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:
 
 
 def ball(radius: int) -> np.ndarray:
+    """``x^2 + y^2 + z^2 <= r^2`` in voxel units."""
     r = np.arange(-radius, radius + 1)
     return (r[:, None, None] ** 2 + r[None, :, None] ** 2 + r[None, None, :] ** 2) <= radius**2
 
@@ -46,6 +49,11 @@ def select_components(labels: np.ndarray, n: int, voxel_mm3: float) -> list[int]
     return [i + 1 for i in kept]
 
 
+def pancreas_margin_radius(spacing_zyx: Sequence[float]) -> int:
+    """``round(6 mm / mean(spacing))`` voxels, at least 1: 3 voxels for PANTHER's 3 x 1.1875 x 1.1875 mm."""
+    return max(1, int(round(PANCREAS_MARGIN_MM / float(np.mean(spacing_zyx)))))
+
+
 def touching_pancreas(labels: np.ndarray, kept: list[int], pancreas: np.ndarray, radius: int, box: tuple[slice, ...]) -> list[int]:
     """The kept components that touch the pancreas dilated by ``radius`` voxels (all if none do)."""
     grown = tuple(slice(max(s.start - radius, 0), min(s.stop + radius, n)) for s, n in zip(box, pancreas.shape))
@@ -56,22 +64,21 @@ def touching_pancreas(labels: np.ndarray, kept: list[int], pancreas: np.ndarray,
     return touching or kept
 
 
-def postprocess(probabilities: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray:
-    """Tumour mask (uint8 0/1) from (C, z, y, x) probabilities: threshold, opening then closing,
-    component filtering, and pancreas proximity."""
-    tumour = probabilities[1] >= TUMOUR_THRESHOLD
-    out = np.zeros(tumour.shape, dtype=np.uint8)
-    box = bbox(tumour, margin=3)
+def postprocess(tumour: np.ndarray, pancreas: np.ndarray, spacing_zyx: Sequence[float]) -> np.ndarray:
+    """Tumour mask (uint8 0/1) from the (z, y, x) tumour and pancreas probability maps: threshold,
+    opening then closing, component filtering, and pancreas proximity."""
+    candidate = tumour >= TUMOUR_THRESHOLD
+    out = np.zeros(candidate.shape, dtype=np.uint8)
+    box = bbox(candidate, margin=3)
     if box is None:
         return out
-    candidate = ndimage.binary_closing(ndimage.binary_opening(tumour[box], CROSS), CROSS)
+    candidate = ndimage.binary_closing(ndimage.binary_opening(candidate[box], CROSS), CROSS)
     labels, n = ndimage.label(candidate, CROSS)
     if n == 0:
         return out
     kept = select_components(labels, n, float(np.prod(spacing_zyx)))
-    pancreas = probabilities[2] >= PANCREAS_THRESHOLD
-    if pancreas.any():
-        radius = max(1, int(round(PANCREAS_MARGIN_MM / float(np.mean(spacing_zyx)))))
-        kept = touching_pancreas(labels, kept, pancreas, radius, box)
+    predicted_pancreas = pancreas >= PANCREAS_THRESHOLD
+    if predicted_pancreas.any():
+        kept = touching_pancreas(labels, kept, predicted_pancreas, pancreas_margin_radius(spacing_zyx), box)
     out[box] = np.isin(labels, kept)
     return out

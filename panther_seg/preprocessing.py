@@ -1,39 +1,122 @@
-"""Preprocessing shared by training and inference (nnU-Net's MRI strategy): reorient to the
-training direction, resample to the target spacing (3rd-order B-spline; labels nearest
-neighbour), z-score over the non-zero voxels."""
+"""Preprocessing shared by training and inference: the original protocol (spec/container.md,
+"Preprocessing") and its named departures.
+
+The original protocol, step by step:
+
+1. resample with SimpleITK to the target spacing, **always** (even when the spacing already
+   matches): ``round(size * spacing / target)`` voxels, the input's origin and direction, identity
+   transform, B-spline (labels: nearest neighbour), default value 0, the input's pixel type;
+2. the array in storage order (z, y, x): the direction matrix is not used;
+3. z-score with the mean and standard deviation (ddof 0) of the voxels > 0:
+   ``(v - mean) / (std + 1e-6)``, unchanged when no voxel is > 0.
+
+Departures (``PreprocessingOptions``), each chosen knowingly or recorded by a checkpoint trained
+with it: reorient the array to the training direction first (exact axis permutations and flips),
+skip the resampling when the size would not change, normalise over the non-zero voxels.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 
-from .geometry import Grid, Reorientation, reorient, resample, target_grid
+from .config import NORMALISATIONS, ORIENTATIONS, RESAMPLINGS, ZSCORE_EPSILON
+from .errors import InputError
+from .geometry import Grid, reorient
 from .stats import NormalisationStats
 
 IDENTITY = np.eye(3)
+MIN_INTENSITY_SPREAD = 1e3 * ZSCORE_EPSILON  # below this std the epsilon changes the z-score by > 0.1 %
+
+
+@dataclass(frozen=True)
+class PreprocessingOptions:
+    """How an image becomes network input; the defaults are the original protocol."""
+
+    orientation: str = ORIENTATIONS[0]  # "storage" | "training"
+    resample: str = RESAMPLINGS[0]  # "always" | "if-needed"
+    normalise: str = NORMALISATIONS[0]  # "positive" | "nonzero"
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("orientation", ORIENTATIONS), ("resample", RESAMPLINGS), ("normalise", NORMALISATIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+
+    def departures(self) -> dict[str, str]:
+        """The options that differ from the original protocol."""
+        default = PreprocessingOptions()
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)}
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PreprocessingOptions":
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown preprocessing options {sorted(unknown)}")
+        return cls(**d)
 
 
 @dataclass
 class Preprocessed:
-    """A network-ready (z, y, x) float32 volume and how it relates to the input grid."""
+    """A network-ready (z, y, x) float32 volume and the grid it lies on (physical space)."""
 
     volume: np.ndarray
     grid: Grid
-    reorientation: Reorientation
-    resampled: bool
 
 
-def zscore_nonzero(volume: np.ndarray) -> np.ndarray:
-    """Z-score with the mean and std of the non-zero voxels; all-zero volumes stay as they are."""
-    nonzero = volume[volume != 0]
-    if nonzero.size == 0:
-        return volume
-    mean = float(nonzero.mean(dtype=np.float64))
-    std = float(nonzero.std(dtype=np.float64))
-    volume -= mean
-    volume /= max(std, 1e-8)
-    return volume
+def protocol_size(size: tuple[int, ...], spacing: tuple[float, ...], target: tuple[float, ...]) -> tuple[int, int, int]:
+    """``round(size * spacing / target)`` per axis (the original's rule), at least one voxel."""
+    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(size, spacing, target))  # type: ignore[return-value]
+
+
+def network_grid(image: sitk.Image, target_spacing: tuple[float, float, float], resample: str = RESAMPLINGS[0]) -> Grid:
+    """The grid the network sees: target spacing, rounded size, the image's origin and direction.
+    With ``resample="if-needed"`` an image whose size would not change keeps its own grid."""
+    size = protocol_size(image.GetSize(), image.GetSpacing(), target_spacing)
+    if resample == "if-needed" and size == image.GetSize():
+        return Grid.of(image)
+    return Grid(size, tuple(float(s) for s in target_spacing), image.GetOrigin(), image.GetDirection())  # type: ignore[arg-type]
+
+
+def resample_onto(image: sitk.Image, grid: Grid, interpolator: int) -> sitk.Image:
+    """SimpleITK resampling onto ``grid`` in the image's own pixel type (outside: 0).
+    Returns the image itself when ``grid`` is its own grid and nothing needs interpolating."""
+    if grid == Grid.of(image) and interpolator == sitk.sitkNearestNeighbor:
+        return image
+    return sitk.Resample(
+        image, grid.size, sitk.Transform(), interpolator, grid.origin, grid.spacing, grid.direction, 0, image.GetPixelID()
+    )
+
+
+def zscore(volume: np.ndarray, over: str = NORMALISATIONS[0], source: object = None) -> np.ndarray:
+    """float32 ``(v - mean) / (std + 1e-6)`` with the statistics (ddof 0) of the voxels > 0
+    (``over="nonzero"``: != 0); unchanged when no voxel qualifies.
+
+    Computed in float64, so that an image and any rescaled copy of it (float64 values near 1e300
+    included) give the same network input; an intensity spread so small that the epsilon would
+    distort it, or a volume that float32 cannot hold, is refused instead of segmented wrongly."""
+    v = np.asarray(volume, dtype=np.float64)
+    selected = v[v > 0] if over == "positive" else v[v != 0]
+    if selected.size:
+        scale = power_of_two_scale(selected)  # exact division: squares of 1e300 would overflow
+        mean, std = float((selected / scale).mean()), float((selected / scale).std())
+        if std * scale < MIN_INTENSITY_SPREAD:
+            raise InputError(source, f"intensity spread too small to normalise (std {std * scale:.3g} of the voxels used; at least {MIN_INTENSITY_SPREAD:g} needed): rescale the image")
+        v = (v / scale - mean) / (std + ZSCORE_EPSILON / scale)
+    out = v.astype(np.float32)
+    if not np.all(np.isfinite(out)):
+        raise InputError(source, "intensities outside the float32 range and nothing to normalise them by (no voxel > 0)")
+    return out
+
+
+def power_of_two_scale(values: np.ndarray) -> float:
+    """The power of two nearest the largest magnitude: dividing by it is exact."""
+    peak = float(np.max(np.abs(values)))
+    return 2.0 ** int(np.floor(np.log2(peak))) if 0 < peak < np.inf else 1.0
 
 
 def training_direction(direction: np.ndarray | None) -> np.ndarray:
@@ -41,37 +124,42 @@ def training_direction(direction: np.ndarray | None) -> np.ndarray:
     return IDENTITY if direction is None else np.asarray(direction, dtype=float).reshape(3, 3)
 
 
-def to_training_grid(
-    image: sitk.Image, stats: NormalisationStats, direction: np.ndarray | None = None
-) -> tuple[sitk.Image, Grid, Reorientation, bool]:
-    """Reorient (exactly) and compute the target grid; returns whether resampling is needed."""
-    direction = training_direction(direction)
-    oriented, reorientation = reorient(image, direction)
-    grid = target_grid(oriented, stats.target_spacing(), direction)
-    return oriented, grid, reorientation, grid != Grid.of(oriented)
+def oriented(image: sitk.Image, options: PreprocessingOptions, direction: np.ndarray | None) -> sitk.Image:
+    """The image in storage order (original), or permuted and flipped to the training direction."""
+    if options.orientation == "storage":
+        return image
+    return reorient(image, training_direction(direction))
 
 
 def preprocess_image(
-    image: sitk.Image, stats: NormalisationStats, direction: np.ndarray | None = None
+    image: sitk.Image,
+    stats: NormalisationStats,
+    options: PreprocessingOptions = PreprocessingOptions(),
+    direction: np.ndarray | None = None,
+    source: object = None,
 ) -> Preprocessed:
-    """The image as the network sees it. ``direction``: the training orientation (identity if None)."""
-    oriented, grid, reorientation, resampled = to_training_grid(image, stats, direction)
-    if resampled:
-        oriented = resample(sitk.Cast(oriented, sitk.sitkFloat32), grid, sitk.sitkBSpline, sitk.sitkFloat32)
-    volume = sitk.GetArrayFromImage(oriented).astype(np.float32, copy=False)
-    return Preprocessed(zscore_nonzero(volume), grid, reorientation, resampled)
+    """The image as the network sees it. ``direction``: the training orientation, used only with
+    ``options.orientation == "training"``; ``source`` names the image in error messages."""
+    image = oriented(image, options, direction)
+    grid = network_grid(image, stats.target_spacing(), options.resample)
+    if grid != Grid.of(image) or options.resample == "always":
+        image = resample_onto(image, grid, sitk.sitkBSpline)
+    volume = sitk.GetArrayViewFromImage(image)
+    return Preprocessed(zscore(volume, options.normalise, source), grid)
 
 
 def preprocess_label(
-    label: sitk.Image, image: sitk.Image, stats: NormalisationStats, direction: np.ndarray | None = None
+    label: sitk.Image,
+    image: sitk.Image,
+    stats: NormalisationStats,
+    options: PreprocessingOptions = PreprocessingOptions(),
+    direction: np.ndarray | None = None,
 ) -> np.ndarray:
     """A label map on the grid of ``preprocess_image(image)``: nearest neighbour, uint8, negative
-    values set to 0. The label takes the image's geometry, so its own reorientation gives the
-    same grid (the image is not reoriented a second time). The caller checks that label and
-    image share their geometry."""
+    values set to 0. The label takes the image's geometry (the caller checks they share it), so
+    it goes through exactly the image's orientation and grid."""
     label = sitk.Cast(label, sitk.sitkInt16)
     label.CopyInformation(image)
-    oriented, grid, _, resampled = to_training_grid(label, stats, direction)
-    if resampled:
-        oriented = resample(oriented, grid, sitk.sitkNearestNeighbor, sitk.sitkInt16)
-    return np.clip(sitk.GetArrayFromImage(oriented), 0, None).astype(np.uint8)
+    label = oriented(label, options, direction)
+    grid = network_grid(label, stats.target_spacing(), options.resample)
+    return np.clip(sitk.GetArrayFromImage(resample_onto(label, grid, sitk.sitkNearestNeighbor)), 0, None).astype(np.uint8)

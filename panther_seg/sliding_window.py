@@ -1,109 +1,99 @@
-"""Sliding-window inference with Gaussian weighting and mirror test-time augmentation.
+"""Sliding-window inference as the original ran it: MONAI's ``sliding_window_inference`` (window
+32 x 160 x 208, overlap 0.5, Gaussian importance map with sigma 0.125 of the window, MONAI's
+window placement and clamping, constant zero padding; the network's main head only), on the whole
+volume and on each of its mirrorings (the volume flipped, the logits flipped back), the logit
+maps averaged, then a softmax over the classes.
 
-Windows are batched; the logits of each window are averaged over its mirrorings (each
-un-mirrored first), weighted by a Gaussian importance map, accumulated on the device, and
-turned into class probabilities with a softmax at the end.
+Several networks of one ensemble share every window: the predictor runs each member on it and
+MONAI stitches each member's logits separately; the members' probabilities are then averaged.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import combinations, product
-from typing import Iterator, Sequence
+from itertools import combinations
+from typing import Sequence
 
-import numpy as np
 import torch
-import torch.nn.functional as F
+from monai.inferers import sliding_window_inference
 
 from model import SegFormer3D
 
 from .config import GAUSSIAN_SIGMA_SCALE, OVERLAP, WINDOW
 
-Slices = tuple[slice, slice, slice]
+ALL_AXES = (0, 1, 2)  # spatial axes (z, y, x)
 
 
 @dataclass(frozen=True)
 class InferenceSettings:
     window: tuple[int, int, int] = WINDOW
     overlap: float = OVERLAP
-    mirror_axes: tuple[int, ...] = (0, 1, 2)  # spatial axes (z, y, x) to mirror; () = no TTA
-    batch_size: int = 2
+    mirror_axes: tuple[int, ...] = ALL_AXES  # spatial axes (z, y, x) to mirror; () = no TTA
+    batch_size: int = 1  # windows per forward pass (the original: 1); the same result up to rounding
     device: str = "cpu"
-    amp: bool = False  # fp16 autocast (CUDA only: the T4 has no bf16)
-
-
-def window_starts(size: int, window: int, overlap: float) -> list[int]:
-    """Evenly spaced starts, nnU-Net style: the fewest steps no longer than window * (1 - overlap)."""
-    if size <= window:
-        return [0]
-    n = int(np.ceil((size - window) / (window * (1 - overlap)))) + 1
-    step = (size - window) / (n - 1)
-    return [int(round(step * i)) for i in range(n)]
-
-
-def gaussian_importance(window: Sequence[int], sigma_scale: float = GAUSSIAN_SIGMA_SCALE) -> torch.Tensor:
-    """Separable Gaussian centred on the window (centre voxels trusted most), min clamped > 0."""
-    g = None
-    for n in window:
-        x = torch.arange(n, dtype=torch.float64) - (n - 1) / 2
-        k = torch.exp(-0.5 * (x / (n * sigma_scale)) ** 2)
-        g = k if g is None else g[..., None] * k
-    assert g is not None
-    g = g / g.max()
-    return g.clamp_min(g[g > 0].min()).float()
+    fp16: bool = False  # fp16 autocast (CUDA only; a departure: the original runs fp32)
 
 
 def mirror_sets(axes: Sequence[int]) -> list[tuple[int, ...]]:
-    """No flip, each single axis, each pair, ...: the 2**len(axes) mirrorings."""
+    """No flip, each single axis, each pair, ...: (), (z,), (y,), (x,), (z, y), (z, x), (y, x), (z, y, x)."""
     return [c for r in range(len(axes) + 1) for c in combinations(axes, r)]
 
 
-def windows(shape: Sequence[int], settings: InferenceSettings) -> list[Slices]:
-    starts = [window_starts(s, w, settings.overlap) for s, w in zip(shape, settings.window)]
-    return [
-        tuple(slice(s, s + w) for s, w in zip(corner, settings.window))  # type: ignore[misc]
-        for corner in product(*starts)
-    ]
+def as_ensemble(models: SegFormer3D | Sequence[SegFormer3D]) -> list[SegFormer3D]:
+    return [models] if isinstance(models, SegFormer3D) else list(models)
 
 
-def batched(items: list[Slices], n: int) -> Iterator[list[Slices]]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
+class WindowPredictor:
+    """What MONAI calls on a batch of windows: each member's main-head logits, in fp32."""
+
+    def __init__(self, models: Sequence[SegFormer3D], device: torch.device, fp16: bool):
+        self.models = list(models)
+        self.autocast = torch.autocast(device.type, dtype=torch.float16, enabled=fp16 and device.type == "cuda")
+
+    def __call__(self, windows: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        with self.autocast:
+            out = tuple(m.predict(windows).float() for m in self.models)
+        return out[0] if len(out) == 1 else out
 
 
-def pad_to_window(volume: torch.Tensor, window: Sequence[int]) -> tuple[torch.Tensor, Slices]:
-    """Zero-pad (centred) along axes shorter than the window; return the slices that undo it."""
-    pads, crop = [], []
-    for size, w in zip(volume.shape, window):
-        total = max(w - size, 0)
-        pads.append((total // 2, total - total // 2))
-        crop.append(slice(total // 2, total // 2 + size))
-    flat = [p for pair in reversed(pads) for p in pair]
-    return (F.pad(volume, flat) if any(flat) else volume), tuple(crop)  # type: ignore[return-value]
+def flip(x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+    """Flip the spatial axes (z, y, x) of an (N, C, z, y, x) tensor."""
+    return torch.flip(x, [a + 2 for a in axes]) if axes else x
 
 
 @torch.inference_mode()
-def predict_probabilities(model: SegFormer3D, volume: np.ndarray, settings: InferenceSettings) -> np.ndarray:
-    """Class probabilities (C, z, y, x) float32 for a preprocessed (z, y, x) volume."""
+def predict_logits(
+    models: SegFormer3D | Sequence[SegFormer3D], volume: torch.Tensor, settings: InferenceSettings
+) -> list[torch.Tensor]:
+    """Each member's (C, z, y, x) float32 logits for a preprocessed (z, y, x) volume, averaged
+    over the mirrorings, on ``settings.device``."""
     device = torch.device(settings.device)
-    x, crop = pad_to_window(torch.from_numpy(volume).to(device, torch.float32), settings.window)
-    num_classes = model.decoder.cls.out_channels
-    logits = torch.zeros((num_classes, *x.shape), dtype=torch.float32, device=device)
-    weights = torch.zeros(x.shape, dtype=torch.float32, device=device)
-    importance = gaussian_importance(settings.window).to(device)
+    members = as_ensemble(models)
+    predictor = WindowPredictor(members, device, settings.fp16)
+    x = volume.to(device, torch.float32)[None, None]
     flips = mirror_sets(settings.mirror_axes)
-    autocast = torch.autocast(device.type, dtype=torch.float16, enabled=settings.amp and device.type == "cuda")
-    for batch in batched(windows(x.shape, settings), settings.batch_size):
-        patch = torch.stack([x[s] for s in batch])[:, None]
-        summed = torch.zeros((len(batch), num_classes, *settings.window), dtype=torch.float32, device=device)
-        for axes in flips:
-            dims = [a + 2 for a in axes]
-            with autocast:
-                out = model.predict(torch.flip(patch, dims) if dims else patch)
-            summed += torch.flip(out.float(), dims) if dims else out.float()
-        summed *= importance / len(flips)
-        for s, window_logits in zip(batch, summed):
-            logits[(slice(None), *s)] += window_logits
-            weights[s] += importance
-    logits /= weights
-    probabilities = torch.softmax(logits[(slice(None), *crop)], dim=0)
-    return probabilities.cpu().numpy()
+    sums: list[torch.Tensor] = []
+    for axes in flips:
+        out = sliding_window_inference(
+            flip(x, axes), settings.window, settings.batch_size, predictor,
+            overlap=settings.overlap, mode="gaussian", sigma_scale=GAUSSIAN_SIGMA_SCALE,
+            padding_mode="constant", cval=0.0,
+        )
+        for i, logits in enumerate(out if isinstance(out, tuple) else (out,)):
+            logits = flip(logits, axes)
+            if len(sums) <= i:
+                sums.append(logits)
+            else:
+                sums[i] += logits
+    return [s[0] / len(flips) for s in sums]
+
+
+def predict_probabilities(
+    models: SegFormer3D | Sequence[SegFormer3D], volume: torch.Tensor, settings: InferenceSettings
+) -> torch.Tensor:
+    """(C, z, y, x) float32 class probabilities on ``settings.device``: the softmax of each
+    member's mirroring-averaged logits, averaged over the members."""
+    logits = predict_logits(models, volume, settings)
+    probabilities = torch.softmax(logits[0], dim=0)
+    for member in logits[1:]:
+        probabilities += torch.softmax(member, dim=0)
+    return probabilities / len(logits) if len(logits) > 1 else probabilities

@@ -17,11 +17,12 @@ SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
 
 from model import SegFormer3D  # noqa: E402
-from panther_seg.checkpoint import save_resource  # noqa: E402
+from panther_seg.checkpoint import ModelContract, save_resource  # noqa: E402
 from panther_seg.stats import NormalisationStats  # noqa: E402
 
 SMALL_CONFIG = dict(embed_dims=(8, 16, 32, 64), depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), decoder_C=16)
 PANTHER_STATS = NormalisationStats((1.1875, 1.1875, 3.0), (1.1875, 1.1875, 3.0), (320.0, 260.0, 72.0))
+TINY_WINDOW = (32, 32, 32)  # a checkpoint may record its window: small volumes then span 3+ windows per axis
 
 
 def requires_shared(*parts: str) -> Path:
@@ -32,11 +33,11 @@ def requires_shared(*parts: str) -> Path:
     return path
 
 
-def small_model(seed: int = 0) -> SegFormer3D:
+def small_model(seed: int = 0, bias: tuple[float, float, float] = (0.0, 0.4, -0.5)) -> SegFormer3D:
     torch.manual_seed(seed)
     model = SegFormer3D(**SMALL_CONFIG).eval()
     with torch.no_grad():  # make the tumour class win in places, so masks are not empty
-        model.decoder.cls.bias.copy_(torch.tensor([0.0, 0.4, -0.5]))
+        model.decoder.cls.bias.copy_(torch.tensor(bias))
     return model
 
 
@@ -44,6 +45,16 @@ def small_model(seed: int = 0) -> SegFormer3D:
 def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "small.pt"
     save_resource(path, small_model(), SMALL_CONFIG, PANTHER_STATS, provenance={"note": "test network"})
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_window_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small network with a 32^3 window recorded in its contract, predicting both tumour and
+    pancreas in places: the whole protocol, 3+ windows per axis, in seconds."""
+    path = tmp_path_factory.mktemp("ckpt") / "tiny_window.pt"
+    save_resource(path, small_model(3, bias=(0.0, 0.3, 0.2)), SMALL_CONFIG, PANTHER_STATS, ModelContract(window=TINY_WINDOW),
+                  provenance={"note": "test network, 32^3 window"})
     return path
 
 

@@ -8,8 +8,9 @@ import torch
 
 from conftest import PANTHER_STATS, SMALL_CONFIG, small_model
 from model import SegFormer3D
-from panther_seg.checkpoint import load_checkpoint, save_resource, verify_sha256sums, write_sha256sums
+from panther_seg.checkpoint import RESOURCE_FORMAT, ModelContract, load_checkpoint, save_resource, verify_sha256sums, write_sha256sums
 from panther_seg.errors import InputError
+from panther_seg.preprocessing import PreprocessingOptions
 from panther_seg.resources import bake, resolve_resources
 from panther_seg.stats import write_stats_csv
 
@@ -21,17 +22,53 @@ def same_function(a: SegFormer3D, b: SegFormer3D) -> bool:
         return torch.equal(a.predict(X), b.predict(X))
 
 
-def test_resource_format_records_configuration_orientation_and_statistics(tmp_path):
+def test_resource_format_records_configuration_contract_and_statistics(tmp_path):
     model = small_model()
     direction = np.array([[1.0, 0, 0], [0, -1.0, 0], [0, 0, 1.0]])
-    save_resource(tmp_path / "r.pt", model, SMALL_CONFIG, PANTHER_STATS, direction, provenance={"data": "x"})
+    contract = ModelContract(window=(32, 64, 96), class_names=("bg", "pancreas", "lesion"), tumour_class=2, pancreas_class=1,
+                             preprocessing=PreprocessingOptions("training", "if-needed", "nonzero"),
+                             training_direction=tuple(direction.ravel()))
+    save_resource(tmp_path / "r.pt", model, SMALL_CONFIG, PANTHER_STATS, contract, provenance={"data": "x"})
     loaded = load_checkpoint(tmp_path / "r.pt")
     assert loaded.kind == "project resource"
     assert loaded.config["embed_dims"] == list(SMALL_CONFIG["embed_dims"])
-    assert np.array_equal(loaded.training_direction, direction)
+    assert loaded.contract == contract and np.array_equal(loaded.contract.direction_matrix(), direction)
     assert loaded.stats == PANTHER_STATS and loaded.provenance == {"data": "x"}
-    assert loaded.class_names == ("background", "tumour", "pancreas")
     assert same_function(loaded.model, model)
+
+
+def test_the_original_formats_and_first_resource_version_get_the_original_protocol(tmp_path):
+    model = small_model()
+    save_resource(tmp_path / "r.pt", model, SMALL_CONFIG, PANTHER_STATS)
+    payload = torch.load(tmp_path / "r.pt", weights_only=True)
+    for key in ("window", "tumour_class", "pancreas_class", "preprocessing"):
+        payload.pop(key)
+    payload["version"] = 1
+    torch.save(payload, tmp_path / "v1.pt")
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}, "hyper_parameters": SMALL_CONFIG}, tmp_path / "l.ckpt")
+    for name in ("v1.pt", "l.ckpt"):
+        contract = load_checkpoint(tmp_path / name).contract
+        assert contract.window == (32, 160, 208) and (contract.tumour_class, contract.pancreas_class) == (1, 2)
+        assert contract.preprocessing == PreprocessingOptions("storage", "always", "positive")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"num_classes": 2}, "has 2 output classes; the pancreas class 2 is not one of its foreground classes"),
+    ({"tumour_class": 0}, "the tumour class 0 is not one of its foreground classes 1..2"),
+    ({"pancreas_class": 1}, "tumour and pancreas are the same output class (1)"),
+    ({"window": [32, 160]}, "window must be 3 positive sizes"),
+    ({"preprocessing": {"normalise": "minmax"}}, "normalise must be one of positive, nonzero"),
+    ({"class_names": ["background", "tumour"]}, "class_names lists 2 classes but the network has 3 outputs"),
+])
+def test_a_contract_the_pipeline_cannot_honour_is_refused_at_load_in_one_line(tmp_path, change, message):
+    change = dict(change)
+    config = {**SMALL_CONFIG, "num_classes": change.pop("num_classes", 3)}
+    payload = {"format": RESOURCE_FORMAT, "version": 2, "model_config": config,
+               "state_dict": SegFormer3D(**config).state_dict(), **change}
+    torch.save(payload, tmp_path / "bad.pt")
+    with pytest.raises(InputError) as e:
+        load_checkpoint(tmp_path / "bad.pt")
+    assert str(e.value).startswith(f"{tmp_path / 'bad.pt'}: ") and message in str(e.value) and "\n" not in str(e.value)
 
 
 def test_bare_state_dict_and_lightning_checkpoint_of_the_default_network(tmp_path):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from panther_seg.checkpoint import load_checkpoint
+from panther_seg.checkpoint import ModelContract, load_checkpoint
 from panther_seg.config import PROJECT_ROOT, STATS_FILE_NAME
 from panther_seg.stats import HEADER, read_stats_csv
 from panther_seg.synthetic import make_case, write_dataset
@@ -166,7 +166,7 @@ def test_train_export_and_inference(dataset: Path, preprocessed: Path, tmp_path:
     loaded = load_checkpoint(res / "segformer3d.pt")
     assert loaded.kind == "project resource" and loaded.config["decoder_C"] == 32
     assert loaded.stats == read_stats_csv(preprocessed / STATS_FILE_NAME)
-    assert np.array_equal(loaded.training_direction, np.eye(3))
+    assert loaded.contract == ModelContract()  # trained with the original protocol's preprocessing
     prov = loaded.provenance
     assert {"val/dice_tumour", "val/dice_pancreas", "val/dice_mean"} <= set(prov["validation_metrics"])
     assert prov["config"]["window"] == [16, 32, 32] and prov["data"]["fold"] == 0 and prov["export_git_revision"]

@@ -14,11 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from ..checkpoint import load_checkpoint, save_resource, write_sha256sums
-from ..config import CHECKPOINT_SUFFIXES, CLASS_NAMES, SHA256_FILE_NAME, STATS_FILE_NAME
+from ..checkpoint import ModelContract, load_checkpoint, save_resource, write_sha256sums
+from ..config import CHECKPOINT_SUFFIXES, SHA256_FILE_NAME, STATS_FILE_NAME
 from ..errors import InputError
 from ..stats import read_stats_csv
 from . import provenance
@@ -62,7 +61,7 @@ def export(ckpt_path: Path, stats_path: Path, out_dir: Path, extra: dict[str, An
     for old in out_dir.iterdir():
         if old.suffix in CHECKPOINT_SUFFIXES and old != target:
             old.unlink()
-    save_resource(target, loaded.model, loaded.config, stats, np.eye(3), CLASS_NAMES, info)
+    save_resource(target, loaded.model, loaded.config, stats, ModelContract(), info)
     if Path(stats_path).resolve() != (out_dir / STATS_FILE_NAME).resolve():
         shutil.copyfile(stats_path, out_dir / STATS_FILE_NAME)
     write_sha256sums(out_dir)

@@ -76,13 +76,13 @@ class SegmentationModule(L.LightningModule):
             mirror_axes=(0, 1, 2) if self.cfg["val_mirror"] else (),
             batch_size=self.cfg["val_batch_size"],
             device=str(self.device),
-            amp=self.device.type == "cuda" and "16" in str(self.trainer.precision),
+            fp16=self.device.type == "cuda" and "16" in str(self.trainer.precision),
         )
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         volume = batch["image"][0, 0].float().cpu().numpy()
         truth = batch["label"][0, 0].cpu().numpy()
-        prediction = predict_probabilities(self.model, volume, self.settings()).argmax(0)
+        prediction = predict_probabilities(self.model, torch.from_numpy(volume), self.settings()).argmax(0).cpu().numpy()
         scores = (dice(prediction == TUMOUR, truth == TUMOUR), dice(prediction == PANCREAS, truth == PANCREAS))
         self.val_scores.append((float(batch["index"][0]), *scores))
         if batch_idx == 0 and self.cfg["log_images"]:

@@ -13,8 +13,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import PANTHER_STATS, TINY_WINDOW, blob_volume
-from panther_seg.checkpoint import load_checkpoint
+from conftest import PANTHER_STATS, SMALL_CONFIG, TINY_WINDOW, blob_volume, small_model
+from panther_seg.checkpoint import ModelContract, load_checkpoint, save_resource
 from panther_seg.pipeline import Segmenter
 from panther_seg.preprocessing import preprocess_image
 from panther_seg.reference import reference_segment
@@ -90,3 +90,18 @@ def test_the_network_sees_the_array_in_storage_order(segmenter):
     flipped = image_from(np.ascontiguousarray(array[:, ::-1, ::-1]), (1.1875, 1.1875, 3.0), np.diag([-1.0, -1.0, 1.0]))
     prep, prep_flipped = preprocess_image(image, PANTHER_STATS), preprocess_image(flipped, PANTHER_STATS)
     np.testing.assert_allclose(prep_flipped.volume, prep.volume[:, ::-1, ::-1], atol=TOLERANCE)
+
+
+def test_the_classes_recorded_in_the_checkpoint_are_the_ones_post_processed(segmenter, tmp_path):
+    """Weights recorded with tumour and pancreas swapped give the mask the original protocol
+    computes from the network's outputs with those two channels swapped."""
+    model = small_model(3, bias=(0.0, 0.3, 0.6))
+    swapped = ModelContract(window=TINY_WINDOW, class_names=("background", "pancreas", "tumour"), tumour_class=2, pancreas_class=1)
+    save_resource(tmp_path / "swapped.pt", model, SMALL_CONFIG, PANTHER_STATS, swapped)
+    loaded = load_checkpoint(tmp_path / "swapped.pt")
+    image = CASES["float32, spacing already the target"]()
+    mask = Segmenter(Resources(loaded, PANTHER_STATS, tmp_path / "swapped.pt", "test"), segmenter.settings).segment(image)
+    as_recorded = reference_segment(image, lambda x: model.predict(x)[:, [0, 2, 1]], PANTHER_STATS, TINY_WINDOW)
+    as_if_default = reference_segment(image, model.predict, PANTHER_STATS, TINY_WINDOW)
+    assert as_recorded.network_mask.any() and not np.array_equal(as_recorded.network_mask, as_if_default.network_mask)
+    assert np.array_equal(sitk.GetArrayViewFromImage(mask), sitk.GetArrayViewFromImage(as_recorded.mask))

@@ -122,7 +122,7 @@ class EpochSampler(Sampler):
         self.steps = math.ceil(cases * repeats / batch_size)
 
     def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning before every epoch."""
+        """Set before every epoch to the trainer's epoch (``EpochKeyedSampling``)."""
         self.epoch = epoch
 
     def visits(self, epoch: int) -> np.ndarray:

@@ -98,7 +98,7 @@ def trim_logs(out: Path, checkpoint: Path) -> None:
         path.write_text("".join(kept))
 
 
-def benchmark(cfg: TrainConfig, source: CaseSource, steps: int, accelerator: str) -> dict[str, Any]:
+def benchmark(cfg: TrainConfig, source: CaseSource, steps: int, train_steps: int, accelerator: str) -> dict[str, Any]:
     """Steps/s of the data pipeline alone, then of data + forward/backward/optimiser step, on the
     training device with the run's precision, workers and cuDNN settings."""
     device = torch.device("cuda" if uses_gpu(accelerator) else "cpu")
@@ -111,7 +111,7 @@ def benchmark(cfg: TrainConfig, source: CaseSource, steps: int, accelerator: str
     amp = precision != "32-true"
     scaler = torch.amp.GradScaler(enabled=precision == "16-mixed")
 
-    def run(with_network: bool) -> float:
+    def run(with_network: bool, steps: int) -> float:
         epoch, it, done, start = 0, iter(loader), -1, 0.0
         while done < steps:
             try:
@@ -141,9 +141,9 @@ def benchmark(cfg: TrainConfig, source: CaseSource, steps: int, accelerator: str
         return steps / (time.perf_counter() - start)
 
     module.train()
-    data_rate = run(False)
-    train_rate = run(True)
-    return {"data_steps_per_s": round(data_rate, 3), "train_steps_per_s": round(train_rate, 3), "steps": steps,
+    data_rate = run(False, steps)
+    train_rate = run(True, train_steps)
+    return {"data_steps_per_s": round(data_rate, 3), "train_steps_per_s": round(train_rate, 3), "data_steps": steps, "train_steps": train_steps,
             "batch_size": cfg.batch_size, "window": list(cfg.window), "num_workers": workers, "device": str(device),
             "precision": precision, "cudnn_benchmark": not cfg.deterministic, "torch_threads": torch.get_num_threads(),
             "machine": provenance.machine()}
@@ -161,7 +161,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--devices", type=int, default=1)
     p.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "gpu"))
     p.add_argument("--resume", action="store_true", help=f"continue from RUN_DIR/{LAST}.ckpt")
-    p.add_argument("--benchmark-data", type=int, metavar="STEPS", help="measure steps/s (data alone, then with the network) and exit")
+    p.add_argument("--benchmark-data", type=int, metavar="STEPS", help="measure steps/s of the data pipeline alone, then of the full training step, and exit")
+    p.add_argument("--benchmark-train-steps", type=int, metavar="N", help="training steps of the benchmark (default: STEPS)")
     return p.parse_args(argv)
 
 
@@ -180,7 +181,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     reason = args.split_reason or reason
     train_cases, val_cases = read_split(split, args.fold)
     if args.benchmark_data:
-        return benchmark(cfg, CaseSource(available_cases(args.data, train_cases, "training")), args.benchmark_data, args.accelerator)
+        source = CaseSource(available_cases(args.data, train_cases, "training"))
+        return benchmark(cfg, source, args.benchmark_data, args.benchmark_train_steps or args.benchmark_data, args.accelerator)
     if cfg.batch_size % args.devices:
         raise InputError("--devices", f"batch_size {cfg.batch_size} cannot be shared by {args.devices} processes: make it a multiple of --devices")
     resume = out / f"{LAST}.ckpt"

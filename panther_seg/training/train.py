@@ -6,8 +6,8 @@
 
 Writes ``RUN_DIR/best.ckpt`` (best mean validation Dice of tumour and pancreas), ``last.ckpt``
 (every epoch), ``config.yaml`` (every hyperparameter), ``run.json`` (data, split, cases, seed,
-code revision, machine), ``result.json``, and logs in ``RUN_DIR/logs`` (TensorBoard and
-``metrics.csv``). ``--devices N`` > 1 uses DDP (gloo on CPU): each process takes its share of
+code revision, machine), ``result.json``, ``validations.csv`` (one row per validation) and
+TensorBoard logs in ``RUN_DIR/logs``. ``--devices N`` > 1 uses DDP (gloo on CPU): each process takes its share of
 every step's patches, so epochs, validations, patience and the learning-rate schedule are those
 of one process. Without ``--split``: the original model's split for PANTHER Task 1 data, else
 ``splits_final.json`` beside the data, else 3 folds by case id.

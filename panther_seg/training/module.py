@@ -1,7 +1,9 @@
 """The LightningModule: deep-supervised DiceCE, AdamW with warm-up + polynomial decay, and
-sliding-window validation with the inference code's own ``predict_probabilities``."""
+sliding-window validation that stays on the device (``validation.py``)."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -12,10 +14,28 @@ from monai.losses import DiceCELoss
 from model import SegFormer3D
 
 from ..config import CLASS_NAMES, PANCREAS, TUMOUR
-from ..sliding_window import InferenceSettings, predict_probabilities
+from ..sliding_window import InferenceSettings, predict_logits
 from .config import TrainConfig
+from .data import item_seed
+from .validation import dice
 
 MONITOR = "val/dice_mean"
+VALIDATIONS_FILE = "validations.csv"
+SAMPLES_DIR = "samples"
+TORCH_STREAM = 3  # domain tag of the per-epoch torch seed (data.py uses 1 and 2)
+
+
+def sample_log_path(run_dir: Path, rank: int) -> Path:
+    return Path(run_dir) / SAMPLES_DIR / f"rank{rank}.jsonl"
+
+
+def append_csv(path: Path, row: dict[str, Any]) -> None:
+    """One row, with the header when the file is new (a resumed run continues the same file)."""
+    new = not path.is_file()
+    with path.open("a") as f:
+        if new:
+            f.write(",".join(row) + "\n")
+        f.write(",".join(str(v) for v in row.values()) + "\n")
 
 
 def lr_factor(step: int, warmup: int, decay_end: int, power: float) -> float:
@@ -24,12 +44,6 @@ def lr_factor(step: int, warmup: int, decay_end: int, power: float) -> float:
         return (step + 1) / warmup
     span = max(decay_end - warmup, 1)
     return max(1.0 - (step - warmup) / span, 0.0) ** power
-
-
-def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of two boolean masks; 1 when both are empty (nothing to find, nothing found)."""
-    total = int(pred.sum()) + int(truth.sum())
-    return 1.0 if total == 0 else 2.0 * int(np.logical_and(pred, truth).sum()) / total
 
 
 def mean_dice_over_cases(rows: np.ndarray) -> tuple[float, float, int]:
@@ -46,28 +60,52 @@ def mean_dice_over_cases(rows: np.ndarray) -> tuple[float, float, int]:
 
 
 class SegmentationModule(L.LightningModule):
-    def __init__(self, cfg: dict[str, Any]):
+    def __init__(self, cfg: dict[str, Any], run: dict[str, Any] | None = None, run_dir: Path | None = None):
         super().__init__()
         self.cfg = cfg
         self.model_config = dict(cfg["model"])
-        # flat constructor arguments: panther_seg.checkpoint.load_checkpoint rebuilds the network from them
-        self.save_hyperparameters({**self.model_config, "training_config": cfg})
+        # flat constructor arguments: panther_seg.checkpoint.load_checkpoint rebuilds the network from them;
+        # the run (split, fold, cases) travels with the weights so that export needs nothing else
+        self.save_hyperparameters({**self.model_config, "training_config": cfg, "run": run or {}})
         self.model = SegFormer3D(**self.model_config)
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True)
-        self.val_scores: list[tuple[float, float, float]] = []
+        self.run_dir = run_dir  # where the sample log and validations.csv go (none: not written)
+        self.val_scores: list[torch.Tensor] = []
         self.last_val_metrics: dict[str, float] = {}
 
     @classmethod
-    def from_config(cls, cfg: TrainConfig) -> "SegmentationModule":
-        return cls(cfg.to_dict())
+    def from_config(cls, cfg: TrainConfig, run: dict[str, Any] | None = None, run_dir: Path | None = None) -> "SegmentationModule":
+        return cls(cfg.to_dict(), run, run_dir)
+
+    def on_train_epoch_start(self) -> None:
+        """Torch's own random state (anything random in the network) from (seed, epoch, rank):
+        a run resumed at an epoch boundary continues as the uninterrupted one."""
+        torch.manual_seed(item_seed(self.cfg["seed"], TORCH_STREAM, self.current_epoch, self.global_rank))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        label = batch["label"].long()  # uint8 on the way; the one-hot of the loss needs int64
         logits, aux = self.model(batch["image"])
-        main = self.loss(logits, batch["label"])
-        aux_loss = self.loss(aux, batch["label"])
+        main = self.loss(logits, label)
+        aux_loss = self.loss(aux, label)
         loss = main + self.cfg["aux_weight"] * aux_loss
         self.log_dict({"train/loss": loss, "train/loss_main": main, "train/loss_aux": aux_loss}, prog_bar=False, on_step=True, batch_size=batch["image"].shape[0])
+        if self.run_dir is not None and self.cfg["sample_log"]:
+            self.write_samples(batch)
         return loss
+
+    def write_samples(self, batch: dict[str, torch.Tensor]) -> None:
+        """One line per patch: where it came from and what was done to it (``sample_log``)."""
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+        digest = batch["image"].float().flatten(1).sum(1).tolist()
+        path = sample_log_path(self.run_dir, self.global_rank)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            for i in range(batch["image"].shape[0]):
+                f.write(json.dumps({
+                    "rank": self.global_rank, "step": self.global_step, "epoch": int(batch["epoch"][i]), "position": int(batch["position"][i]),
+                    "case_index": int(batch["case_index"][i]), "seed": int(batch["seed"][i]), "applied": int(batch["applied"][i]),
+                    "centre": batch["centre"][i].tolist(), "lr": lr, "digest": digest[i],
+                }) + "\n")
 
     def settings(self) -> InferenceSettings:
         return InferenceSettings(
@@ -76,15 +114,14 @@ class SegmentationModule(L.LightningModule):
             mirror_axes=(0, 1, 2) if self.cfg["val_mirror"] else (),
             batch_size=self.cfg["val_batch_size"],
             device=str(self.device),
-            fp16=self.device.type == "cuda" and "16" in str(self.trainer.precision),
+            fp16=False,  # Lightning's precision plugin already autocasts validation under mixed precision
         )
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        volume = batch["image"][0, 0].float().cpu().numpy()
-        truth = batch["label"][0, 0].cpu().numpy()
-        prediction = predict_probabilities(self.model, torch.from_numpy(volume), self.settings()).argmax(0).cpu().numpy()
-        scores = (dice(prediction == TUMOUR, truth == TUMOUR), dice(prediction == PANCREAS, truth == PANCREAS))
-        self.val_scores.append((float(batch["index"][0]), *scores))
+        volume, truth = batch["image"][0, 0], batch["label"][0, 0]
+        prediction = predict_logits(self.model, volume, self.settings())[0].argmax(0)
+        scores = torch.stack([dice(prediction == TUMOUR, truth == TUMOUR), dice(prediction == PANCREAS, truth == PANCREAS)])
+        self.val_scores.append(torch.cat([batch["index"].to(scores), scores]))
         if batch_idx == 0 and self.cfg["log_images"]:
             self.log_example(volume, truth, prediction)
 
@@ -93,29 +130,37 @@ class SegmentationModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         """Mean Dice over the validation cases of every process (DDP: gathered, each case once)."""
-        local = torch.tensor(self.val_scores, dtype=torch.float64, device=self.device).reshape(-1, 3)
+        local = torch.stack(self.val_scores) if self.val_scores else torch.zeros((0, 3), dtype=torch.float64, device=self.device)
         rows = self.all_gather(local).reshape(-1, 3).cpu().numpy()
         tumour, pancreas, cases = mean_dice_over_cases(rows)
         metrics = {"val/dice_tumour": tumour, "val/dice_pancreas": pancreas, MONITOR: (tumour + pancreas) / 2,
-                   "val/cases": float(cases)}
+                   "val/cases": float(cases), "val/epoch": float(self.current_epoch)}
         self.last_val_metrics = metrics
-        self.log_dict(metrics, prog_bar=True)
+        self.log_dict(metrics, prog_bar=True, sync_dist=True)  # equal on every process already: the mean changes nothing
+        if self.run_dir is not None and self.global_rank == 0 and not self.trainer.sanity_checking:
+            lr = self.trainer.optimizers[0].param_groups[0]["lr"]
+            append_csv(Path(self.run_dir) / VALIDATIONS_FILE, {"epoch": self.current_epoch, "step": self.global_step, "lr": lr,
+                                                                **{k.removeprefix("val/"): v for k, v in metrics.items() if k != "val/epoch"}})
 
-    def log_example(self, volume: np.ndarray, truth: np.ndarray, prediction: np.ndarray) -> None:
+    def log_example(self, volume_t: torch.Tensor, truth_t: torch.Tensor, prediction_t: torch.Tensor) -> None:
         """Image, truth and prediction on the slice with the most tumour (else pancreas), side by side."""
         logger = self.logger
         if logger is None or not hasattr(logger.experiment, "add_image") or self.global_rank != 0:
             return
-        per_slice = (truth == TUMOUR).sum((1, 2)) * 1000 + (truth == PANCREAS).sum((1, 2))
+        per_slice = (truth_t == TUMOUR).sum((1, 2)) * 1000 + (truth_t == PANCREAS).sum((1, 2))
         z = int(per_slice.argmax())
-        lo, hi = np.percentile(volume[z], (1, 99))
-        image = np.clip((volume[z] - lo) / max(hi - lo, 1e-6), 0, 1)
+        volume, truth, prediction = (t[z].float().cpu().numpy() for t in (volume_t, truth_t, prediction_t))  # one slice leaves the device
+        lo, hi = np.percentile(volume, (1, 99))
+        image = np.clip((volume - lo) / max(hi - lo, 1e-6), 0, 1)
         scale = len(CLASS_NAMES) - 1
-        panel = np.concatenate([image, truth[z] / scale, prediction[z] / scale], axis=1)
+        panel = np.concatenate([image, truth / scale, prediction / scale], axis=1)
         logger.experiment.add_image("val/image_truth_prediction", panel[None].astype(np.float32), self.global_step)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["validation_metrics"] = dict(self.last_val_metrics)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.last_val_metrics = dict(checkpoint.get("validation_metrics", {}))
 
     def configure_optimizers(self) -> dict[str, Any]:
         c = self.cfg

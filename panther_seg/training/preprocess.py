@@ -4,10 +4,11 @@
 
 Pairs images and labels by case id (PANTHER naming ``<case>_0000.mha`` + ``<case>.mha`` in one
 folder, or nnU-Net's ``imagesTr/`` + ``labelsTr/``), reports and skips bad pairs, writes the
-dataset statistics to ``OUT_DIR/mri_statistics.csv`` (the original format) and one compressed
-``OUT_DIR/<case>.npz`` per case: ``image`` (1, D, H, W) float32, ``label`` (1, D, H, W) uint8,
-``spacing`` (z, y, x) mm, ``stats`` (the statistics row it was made with). Up-to-date outputs
-(newer than both inputs, same statistics) are kept.
+dataset statistics to ``OUT_DIR/mri_statistics.csv`` (the original format) and one folder
+``OUT_DIR/<case>/`` per case (``image.npy`` (1, D, H, W) float32, ``label.npy`` (1, D, H, W)
+uint8, ``meta.json``: spacing (z, y, x) mm and the statistics row it was made with; plain arrays
+that training memory-maps, see ``store.py``). Up-to-date outputs (newer than both inputs, same
+statistics) are kept.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from ..errors import InputError
 from ..image_io import case_id, has_image_suffix, read_image
 from ..preprocessing import preprocess_image, preprocess_label
 from ..stats import NormalisationStats, compute_stats, read_stats_csv, write_stats_csv
+from . import store
 
 IMAGE_SUFFIX = "_0000"
 GEOMETRY_TOLERANCE = 1e-4
@@ -92,30 +94,29 @@ def stats_row(stats: NormalisationStats) -> str:
 
 
 def is_up_to_date(out: Path, pair: CasePair, stats: NormalisationStats) -> bool:
-    if not out.is_file() or out.stat().st_mtime <= max(pair.image.stat().st_mtime, pair.label.stat().st_mtime):
+    if not store.is_case(out):
+        return False
+    made = (out / store.META_FILE).stat().st_mtime
+    if made <= max(pair.image.stat().st_mtime, pair.label.stat().st_mtime):
         return False
     try:
-        with np.load(out) as f:
-            return str(f["stats"]) == stats_row(stats)
-    except (OSError, KeyError, ValueError):
+        return store.read_meta(out).get("stats") == stats_row(stats)
+    except InputError:
         return False
 
 
 def preprocess_case(args: tuple[CasePair, NormalisationStats, Path]) -> tuple[str, str]:
-    """Write ``<case>.npz`` (atomically); returns (case, 'written' | 'up to date')."""
+    """Write the case folder (atomically); returns (case, 'written' | 'up to date')."""
     pair, stats, out_dir = args
-    out = out_dir / f"{pair.case}.npz"
+    out = store.case_dir(out_dir, pair.case)
     if is_up_to_date(out, pair, stats):
         return pair.case, "up to date"
     image = read_image(pair.image)
     label = sitk.ReadImage(str(pair.label))
     pre = preprocess_image(image, stats)
     lab = preprocess_label(label, image, stats)
-    spacing_zyx = np.asarray(pre.grid.spacing[::-1], dtype=np.float64)
-    tmp = out.with_name(f".tmp_{os.getpid()}_{out.name}")
-    with open(tmp, "wb") as f:
-        np.savez_compressed(f, image=pre.volume[None], label=lab[None], spacing=spacing_zyx, stats=np.asarray(stats_row(stats)))
-    tmp.replace(out)
+    spacing_zyx = [float(s) for s in pre.grid.spacing[::-1]]
+    store.write_case(out, pre.volume[None], lab[None], {"spacing": spacing_zyx, "stats": stats_row(stats)})
     return pair.case, "written"
 
 

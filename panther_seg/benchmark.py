@@ -184,7 +184,7 @@ def stage_benchmark(segmenter: Segmenter, path: Path, workdir: Path) -> dict[str
     with timings.stage("read"):
         image = read_image(path)
     start = time.perf_counter()
-    mask = segmenter.segment(image, timings, source=path)
+    mask = segmenter.segment(image, timings, source=path).tumour
     total = time.perf_counter() - start + timings.seconds["read"]
     with timings.stage("write"):
         write_image_atomic(mask, workdir / "mask.mha")
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     device = select_device(args.device)
     protocols = args.protocols or (["fast", "full"] if device == "cuda" else ["fast"])
-    resources = resolve_resources(args.checkpoint)
+    resources = resolve_resources([args.checkpoint] if args.checkpoint else None)
     report: dict[str, Any] = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "device": device, "runs": []}
     print(f"machine: {report['machine']}")
     cases = {"custom": (tuple(args.shape), tuple(args.spacing))} if args.shape else {c: CASES[c] for c in args.cases}
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                     report.setdefault("nnunet", {})[case] = result
                     print(f"nnU-Net {case}: {result}")
     if not args.no_window:
-        report["window"] = window_benchmark_in_fresh_process(resources.checkpoint_path, resources.loaded.config, device, args.window_repeats)
+        report["window"] = window_benchmark_in_fresh_process(resources.checkpoint_paths[0], resources.members[0].config, device, args.window_repeats)
         print(f"window: {report['window']}")
     print_table(report)
     args.json.write_text(json.dumps(report, indent=1))

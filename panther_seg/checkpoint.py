@@ -215,11 +215,13 @@ def write_sha256sums(folder: Path) -> Path:
     return out
 
 
-def verify_sha256sums(folder: Path) -> None:
-    """Check the files listed in ``folder/SHA256SUMS``: a damaged resource must not run silently."""
+def verify_sha256sums(folder: Path) -> set[str]:
+    """Check the files listed in ``folder/SHA256SUMS`` (a damaged resource must not run
+    silently); returns the names listed."""
     sums = Path(folder) / SHA256_FILE_NAME
     if not sums.is_file():
         raise InputError(sums, "missing: baked resources must carry SHA-256 sums (python -m panther_seg.resources bake)")
+    listed: set[str] = set()
     for line in sums.read_text().splitlines():
         if not line.strip():
             continue
@@ -229,13 +231,5 @@ def verify_sha256sums(folder: Path) -> None:
             raise InputError(target, f"listed in {SHA256_FILE_NAME} but missing")
         if sha256(target) != digest:
             raise InputError(target, "SHA-256 mismatch: the file is damaged or was replaced without updating SHA256SUMS")
-
-
-def find_checkpoint(folder: Path) -> Path | None:
-    """The single checkpoint file of a folder (None when there is none)."""
-    if not Path(folder).is_dir():
-        return None
-    found = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
-    if len(found) > 1:
-        raise InputError(folder, f"{len(found)} checkpoint files ({', '.join(p.name for p in found)}); expected one")
-    return found[0] if found else None
+        listed.add(target.name)
+    return listed

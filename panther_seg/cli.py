@@ -86,7 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def settings_from(args: argparse.Namespace, device: str, resources: Resources) -> InferenceSettings:
     overlap = args.overlap if args.overlap is not None else (FAST_OVERLAP if args.fast else OVERLAP)
     return InferenceSettings(
-        window=resources.loaded.contract.window,
+        window=resources.contract.window,
         overlap=overlap,
         mirror_axes=() if (args.fast or args.no_tta) else (0, 1, 2),
         batch_size=args.batch_size or (4 if device == "cuda" else 1),
@@ -97,7 +97,7 @@ def settings_from(args: argparse.Namespace, device: str, resources: Resources) -
 
 def preprocessing_from(args: argparse.Namespace, resources: Resources) -> PreprocessingOptions:
     """The checkpoint's preprocessing, with the options given on the command line instead."""
-    recorded = resources.loaded.contract.preprocessing
+    recorded = resources.contract.preprocessing
     chosen = {k: getattr(args, k) for k in ("orientation", "resample", "normalise") if getattr(args, k) is not None}
     return PreprocessingOptions(**{**recorded.to_dict(), **chosen})
 
@@ -126,7 +126,7 @@ def segment_file(segmenter: Segmenter, src: Path, dst: Path) -> dict[str, float]
     with timings.stage("read"):
         image = read_image(src)
     log.info(describe_image(src, image))
-    mask = segmenter.segment(image, timings, source=src)
+    mask = segmenter.segment(image, timings, source=src).tumour
     with timings.stage("write"):
         write_image_atomic(mask, dst)
     log.info("wrote %s", dst)
@@ -177,12 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         device = select_device(args.device)
         log.info(describe(device))
         config = json.loads(args.model_config.read_text()) if args.model_config else None
-        resources = resolve_resources(args.checkpoint, args.stats, config)
+        resources = resolve_resources([args.checkpoint] if args.checkpoint else None, args.stats, config)
         settings = settings_from(args, device, resources)
         preprocessing = preprocessing_from(args, resources)
         log.info(
-            "checkpoint %s (%s); statistics %s; target spacing %s mm (x, y, z)",
-            resources.checkpoint_path, resources.loaded.kind, resources.stats_source, resources.stats.target_spacing(),
+            "checkpoint %s; statistics %s; target spacing %s mm (x, y, z)",
+            resources.describe(), resources.stats_source, resources.stats.target_spacing(),
         )
         log.info("window %s, overlap %s, mirrorings %d, batch %d, fp16 %s; preprocessing %s", settings.window,
                  settings.overlap, 2 ** len(settings.mirror_axes), settings.batch_size, settings.fp16, preprocessing.to_dict())

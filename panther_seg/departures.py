@@ -86,14 +86,14 @@ def shifted(image: sitk.Image, by: int = 100) -> sitk.Image:
 
 
 def measure(checkpoint: Path | None, device: str) -> dict[str, Any]:
-    resources = resolve_resources(checkpoint)
+    resources = resolve_resources([checkpoint] if checkpoint else None)
     default_settings = InferenceSettings(device=device, batch_size=1)
-    recorded = resources.loaded.contract.preprocessing
+    recorded = resources.contract.preprocessing
     rows = []
     for case_name, load in cases().items():
         image = load()
         start = time.perf_counter()
-        reference = sitk.GetArrayFromImage(Segmenter(resources, default_settings, recorded).segment(image))
+        reference = sitk.GetArrayFromImage(Segmenter(resources, default_settings, recorded).segment(image).tumour)
         default_s = time.perf_counter() - start
         print(f"{case_name}: default {int(reference.sum())} voxels ({default_s:.0f} s)", flush=True)
         for d in DEPARTURES:
@@ -101,7 +101,7 @@ def measure(checkpoint: Path | None, device: str) -> dict[str, Any]:
                 continue
             options = PreprocessingOptions(**{**recorded.to_dict(), **d.preprocessing})
             start = time.perf_counter()
-            mask = sitk.GetArrayFromImage(Segmenter(resources, replace(default_settings, **d.settings), options).segment(image))
+            mask = sitk.GetArrayFromImage(Segmenter(resources, replace(default_settings, **d.settings), options).segment(image).tumour)
             agreement = dice(reference > 0, mask > 0)
             row = {"case": case_name, "departure": d.name, "dice": 1.0 if math.isnan(agreement) else round(agreement, 4),
                    "voxels": int(mask.sum()), "default_voxels": int(reference.sum()),
@@ -109,7 +109,7 @@ def measure(checkpoint: Path | None, device: str) -> dict[str, Any]:
             rows.append(row)
             print(f"  {d.name}: Dice {row['dice']} ({row['voxels']} voxels, {row['seconds']} s)", flush=True)
     return {"machine": machine(), "device": device, "date": time.strftime("%Y-%m-%d %H:%M"),
-            "checkpoint": str(resources.checkpoint_path), "rows": rows}
+            "checkpoint": resources.describe(), "rows": rows}
 
 
 def print_table(report: dict[str, Any]) -> None:

@@ -78,9 +78,12 @@ def reorient(image: sitk.Image, target_direction: np.ndarray) -> sitk.Image:
     return out
 
 
-def mask_to_input_grid(mask: np.ndarray, grid: Grid, reference: sitk.Image) -> sitk.Image:
-    """A (z, y, x) mask on ``grid``, resampled by nearest neighbour onto exactly the grid of
-    ``reference`` (the input image): same size, spacing, origin and direction. Where ``grid`` is
-    the input's own grid, or a permutation of it, every voxel maps to itself: exact."""
-    on_grid = grid.apply(sitk.GetImageFromArray(np.ascontiguousarray(mask, dtype=np.uint8)))
-    return sitk.Resample(on_grid, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+def to_input_grid(array: np.ndarray, grid: Grid, reference: sitk.Image, interpolator: int = sitk.sitkNearestNeighbor) -> sitk.Image:
+    """A (z, y, x) array on ``grid`` resampled onto exactly the grid of ``reference`` (the input
+    image): same size, spacing, origin and direction; outside ``grid``, 0. Masks go by nearest
+    neighbour as uint8 (where ``grid`` is the input's own grid, or a permutation of it, every
+    voxel maps to itself: exact); probabilities linearly, as float32."""
+    pixel = sitk.sitkUInt8 if interpolator == sitk.sitkNearestNeighbor else sitk.sitkFloat32
+    dtype = np.uint8 if pixel == sitk.sitkUInt8 else np.float32
+    on_grid = grid.apply(sitk.GetImageFromArray(np.ascontiguousarray(array, dtype=dtype)))
+    return sitk.Resample(on_grid, reference, sitk.Transform(), interpolator, 0, pixel)

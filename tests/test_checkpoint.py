@@ -118,7 +118,7 @@ def test_baked_resources_are_verified_and_a_damaged_file_is_refused(tmp_path, sm
     bake(small_checkpoint, None, resources)
     verify_sha256sums(resources)
     found = resolve_resources(model_dir=tmp_path / "no-model-dir", resources_dir=resources)
-    assert found.checkpoint_path == resources / "small.pt" and found.stats == PANTHER_STATS
+    assert found.checkpoint_paths == [resources / "small.pt"] and found.stats == PANTHER_STATS
     with open(resources / "small.pt", "r+b") as f:
         f.seek(-10, 2)
         f.write(b"0123456789")
@@ -136,7 +136,7 @@ def test_model_tarball_folder_wins_over_baked_resources_and_stats_come_from_besi
         resolve_resources(model_dir=model_dir, resources_dir=resources)
     write_stats_csv(PANTHER_STATS, model_dir / "mri_statistics.csv")
     found = resolve_resources(model_dir=model_dir, resources_dir=resources)
-    assert found.checkpoint_path == model_dir / "best_model.ckpt" and found.loaded.kind == "Lightning checkpoint"
+    assert found.checkpoint_paths == [model_dir / "best_model.ckpt"] and found.members[0].kind == "Lightning checkpoint"
 
 
 def test_sha256sums_written_for_checkpoint_and_statistics(tmp_path, small_checkpoint):

@@ -21,7 +21,7 @@ TRAINING_ORIENTATION = PreprocessingOptions(orientation="training")
 @pytest.fixture(scope="module")
 def segmenter(tiny_window_checkpoint) -> Segmenter:
     loaded = load_checkpoint(tiny_window_checkpoint)
-    return Segmenter(Resources(loaded, PANTHER_STATS, tiny_window_checkpoint, "test"), InferenceSettings(mirror_axes=(), overlap=0.25))
+    return Segmenter(Resources([loaded], PANTHER_STATS, [tiny_window_checkpoint], "test"), InferenceSettings(mirror_axes=(), overlap=0.25))
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def assert_same_grid(a: sitk.Image, b: sitk.Image) -> None:
 
 
 def mask_array(segmenter: Segmenter, image: sitk.Image) -> np.ndarray:
-    mask = segmenter.segment(image)
+    mask = segmenter.segment(image).tumour
     assert_same_grid(mask, image)
     assert mask.GetPixelID() == sitk.sitkUInt8
     array = sitk.GetArrayFromImage(mask)

@@ -44,7 +44,7 @@ CASES = {
 @pytest.fixture(scope="module")
 def segmenter(tiny_window_checkpoint) -> Segmenter:
     loaded = load_checkpoint(tiny_window_checkpoint)
-    return Segmenter(Resources(loaded, PANTHER_STATS, tiny_window_checkpoint, "test"), InferenceSettings())
+    return Segmenter(Resources([loaded], PANTHER_STATS, [tiny_window_checkpoint], "test"), InferenceSettings())
 
 
 def windows_per_axis(shape: tuple[int, ...], window=TINY_WINDOW, overlap: float = 0.5) -> list[int]:
@@ -58,13 +58,13 @@ def windows_per_axis(shape: tuple[int, ...], window=TINY_WINDOW, overlap: float 
 @pytest.mark.parametrize("case", list(CASES))
 def test_pipeline_equals_the_literal_protocol(segmenter, case):
     image = CASES[case]()
-    reference = reference_segment(image, segmenter.model.predict, PANTHER_STATS, TINY_WINDOW)
+    reference = reference_segment(image, segmenter.models[0].predict, PANTHER_STATS, TINY_WINDOW)
     prep = preprocess_image(image, PANTHER_STATS)
     assert prep.volume.shape == reference.volume.shape
     np.testing.assert_allclose(prep.volume, reference.volume, atol=TOLERANCE, rtol=0)
-    probabilities = predict_probabilities(segmenter.model, torch.from_numpy(prep.volume), segmenter.settings).numpy()
+    probabilities = predict_probabilities(segmenter.models, torch.from_numpy(prep.volume), segmenter.settings).numpy()
     np.testing.assert_allclose(probabilities, reference.probabilities, atol=TOLERANCE, rtol=0)
-    mask = segmenter.segment(image)
+    mask = segmenter.segment(image).tumour
     for attribute in ("GetSize", "GetSpacing", "GetOrigin", "GetDirection"):
         assert getattr(mask, attribute)() == getattr(image, attribute)()
     assert np.array_equal(sitk.GetArrayViewFromImage(mask), sitk.GetArrayViewFromImage(reference.mask))
@@ -77,7 +77,7 @@ def test_pipeline_equals_the_literal_protocol(segmenter, case):
 def test_windows_batched_together_give_the_same_mask(segmenter):
     image = CASES["int16, non-positive voxels, resampled"]()
     batched = Segmenter(segmenter.resources, replace(segmenter.settings, batch_size=5))
-    assert np.array_equal(sitk.GetArrayViewFromImage(batched.segment(image)), sitk.GetArrayViewFromImage(segmenter.segment(image)))
+    assert np.array_equal(sitk.GetArrayViewFromImage(batched.segment(image).tumour), sitk.GetArrayViewFromImage(segmenter.segment(image).tumour))
 
 
 def test_the_network_sees_the_array_in_storage_order(segmenter):
@@ -100,7 +100,7 @@ def test_the_classes_recorded_in_the_checkpoint_are_the_ones_post_processed(segm
     save_resource(tmp_path / "swapped.pt", model, SMALL_CONFIG, PANTHER_STATS, swapped)
     loaded = load_checkpoint(tmp_path / "swapped.pt")
     image = CASES["float32, spacing already the target"]()
-    mask = Segmenter(Resources(loaded, PANTHER_STATS, tmp_path / "swapped.pt", "test"), segmenter.settings).segment(image)
+    mask = Segmenter(Resources([loaded], PANTHER_STATS, [tmp_path / "swapped.pt"], "test"), segmenter.settings).segment(image).tumour
     as_recorded = reference_segment(image, lambda x: model.predict(x)[:, [0, 2, 1]], PANTHER_STATS, TINY_WINDOW)
     as_if_default = reference_segment(image, model.predict, PANTHER_STATS, TINY_WINDOW)
     assert as_recorded.network_mask.any() and not np.array_equal(as_recorded.network_mask, as_if_default.network_mask)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,7 +24,7 @@ import SimpleITK as sitk
 from .benchmark import machine
 from .config import FAST_OVERLAP, GC_INPUT_FALLBACK, PROJECT_ROOT
 from .device import select_device
-from .evaluation.metrics import dice
+from .dice import dice
 from .image_io import read_image
 from .pipeline import Segmenter
 from .preprocessing import PreprocessingOptions
@@ -102,8 +101,7 @@ def measure(checkpoint: Path | None, device: str) -> dict[str, Any]:
             options = PreprocessingOptions(**{**recorded.to_dict(), **d.preprocessing})
             start = time.perf_counter()
             mask = sitk.GetArrayFromImage(Segmenter(resources, replace(default_settings, **d.settings), options).segment(image).tumour)
-            agreement = dice(reference > 0, mask > 0)
-            row = {"case": case_name, "departure": d.name, "dice": 1.0 if math.isnan(agreement) else round(agreement, 4),
+            row = {"case": case_name, "departure": d.name, "dice": round(float(dice(reference > 0, mask > 0)), 4),
                    "voxels": int(mask.sum()), "default_voxels": int(reference.sum()),
                    "seconds": round(time.perf_counter() - start, 1), "default_seconds": round(default_s, 1)}
             rows.append(row)

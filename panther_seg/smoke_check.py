@@ -18,6 +18,8 @@ import sys
 import numpy as np
 import SimpleITK as sitk
 
+from panther_seg.dice import dice
+
 MASK_RELPATH = os.path.join("images", "pancreatic-tumor-segmentation", "tumor_seg.mha")
 GEOMETRY_TOLERANCE = 1e-4
 
@@ -30,15 +32,6 @@ def _resolve(path: str) -> str:
 
 def _close(a, b, tol: float = GEOMETRY_TOLERANCE) -> bool:
     return bool(np.allclose(np.asarray(a, float), np.asarray(b, float), rtol=0.0, atol=tol))
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a = a.astype(bool)
-    b = b.astype(bool)
-    total = int(a.sum()) + int(b.sum())
-    if total == 0:
-        return 1.0
-    return 2.0 * int(np.logical_and(a, b).sum()) / total
 
 
 def check(output_path: str, expected_path: str, min_dice: float = 0.99) -> tuple[bool, str]:
@@ -76,7 +69,7 @@ def check(output_path: str, expected_path: str, min_dice: float = 0.99) -> tuple
     if not np.isin(values, (0, 1)).all():
         shown = ", ".join(str(v) for v in values[:5]) + (", ..." if values.size > 5 else "")
         return False, f"output is not binary: values {shown}"
-    d = dice(out_arr > 0, exp_arr > 0)
+    d = float(dice(out_arr > 0, exp_arr > 0))
     summary = (f"dice {d:.4f} (output {int((out_arr > 0).sum())} voxels, "
                f"expected {int((exp_arr > 0).sum())} voxels, size {out.GetSize()})")
     if d < min_dice:

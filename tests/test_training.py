@@ -28,7 +28,7 @@ from panther_seg.training.config import load_config, parse_set
 from panther_seg.training.data import CaseSource, EpochSampler, PatchDataset, ShardSampler, train_transforms
 from panther_seg.training.module import lr_factor, mean_dice_over_cases
 from panther_seg.training.splits import ORIGINAL_SPLIT, SPLIT_FILE_NAME, choose_split, make_splits, read_split, read_splits
-from panther_seg.training.validation import dice
+from panther_seg.dice import dice
 
 SHAPE = (16, 48, 64)
 SMALL = ["window=[16,32,32]", "val_window=[16,32,32]", "warmup_steps=2", "num_workers=1",

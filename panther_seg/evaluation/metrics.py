@@ -17,6 +17,8 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
+from ..dice import dice
+
 TUMOUR_LABEL = 1  # reference masks hold 0 background, 1 tumour, 2 pancreas
 SURFACE_TOLERANCE_MM = 5.0
 HAUSDORFF_PERCENT = 95.0
@@ -134,14 +136,6 @@ def surface_distances(gt: np.ndarray, pred: np.ndarray, spacing: Spacing) -> Sur
     return SurfaceDistances(gt_to_pred, pred_to_gt, areas_gt, areas_pred)
 
 
-def dice(gt: np.ndarray, pred: np.ndarray) -> float:
-    """Volumetric Dice; NaN when both masks are empty (nothing to agree on)."""
-    total = int(np.count_nonzero(gt)) + int(np.count_nonzero(pred))
-    if total == 0:
-        return math.nan
-    return 2.0 * int(np.count_nonzero(gt & pred)) / total
-
-
 def _area_weighted_percentile(distances: np.ndarray, areas: np.ndarray, percent: float) -> float:
     """Smallest distance whose cumulative surfel-area share reaches `percent` (inf if none)."""
     if distances.size == 0:
@@ -234,7 +228,7 @@ def case_metrics(pred: np.ndarray, ref: np.ndarray, spacing: Spacing) -> CaseMet
         return CaseMetrics(0.0, 0.0, diagonal, diagonal, 0.0, ref_volume, True)
     sd = surface_distances(ref, pred, spacing)
     return CaseMetrics(
-        dice=dice(ref, pred),
+        dice=float(dice(ref, pred)),
         surface_dice=surface_dice(sd),
         hd95_mm=robust_hausdorff(sd),
         masd_mm=mean_average_surface_distance(sd),

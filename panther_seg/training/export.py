@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stats", type=Path, required=True, help=f"the {STATS_FILE_NAME} the training data were preprocessed with")
     p.add_argument("--out", type=Path, required=True, help=f"folder for fold<K>.pt, {STATS_FILE_NAME} and {SHA256_FILE_NAME}")
     p.add_argument("--note", help="free text recorded in the provenance")
-    p.add_argument("--evaluation", type=Path, help="JSON file (e.g. metrics_summary.json of panther_seg.evaluate on held-out cases) recorded in the provenance")
+    p.add_argument("--evaluation", type=Path, help="JSON file (e.g. metrics_summary.json of panther_seg.evaluation on held-out cases) recorded in the provenance")
     args = p.parse_args(argv)
     try:
         extra: dict[str, Any] = {"note": args.note} if args.note else {}

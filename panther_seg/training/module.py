@@ -14,10 +14,10 @@ from monai.losses import DiceCELoss
 from model import SegFormer3D
 
 from ..config import CLASS_NAMES, PANCREAS, TUMOUR
+from ..dice import dice
 from ..sliding_window import InferenceSettings, predict_logits
 from .config import TrainConfig
 from .data import item_seed
-from .validation import dice
 
 MONITOR = "val/dice_mean"
 VALIDATIONS_FILE = "validations.csv"
@@ -120,7 +120,7 @@ class SegmentationModule(L.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         volume, truth = batch["image"][0, 0], batch["label"][0, 0]
         prediction = predict_logits(self.model, volume, self.settings())[0].argmax(0)
-        scores = torch.stack([dice(prediction == TUMOUR, truth == TUMOUR), dice(prediction == PANCREAS, truth == PANCREAS)])
+        scores = torch.stack([dice(prediction == TUMOUR, truth == TUMOUR), dice(prediction == PANCREAS, truth == PANCREAS)]).double()
         self.val_scores.append(torch.cat([batch["index"].to(scores), scores]))
         if batch_idx == 0 and self.cfg["log_images"]:
             self.log_example(volume, truth, prediction)

@@ -1,6 +1,6 @@
 """Score predicted tumour masks against references the way PANTHER Task 1 does.
 
-    python -m panther_seg.evaluate PRED_DIR REF_DIR [--output-dir OUT] [--official]
+    python -m panther_seg.evaluation PRED_DIR REF_DIR [--output-dir OUT] [--official]
                                    [--preview --images-dir IMG_DIR]
 
 Writes OUT/metrics_per_case.csv and OUT/metrics_summary.json (OUT defaults to
@@ -25,7 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 from PIL import Image
 
-from panther_seg.evaluation.metrics import (
+from .metrics import (
     HAUSDORFF_PERCENT,
     SPACING_ATOL,
     SURFACE_TOLERANCE_MM,
@@ -36,7 +36,7 @@ from panther_seg.evaluation.metrics import (
     case_metrics,
     tumour_burden_rmse,
 )
-from panther_seg.evaluation.preview import render_preview
+from .preview import render_preview
 
 MASK_SUFFIXES = (".nii.gz", ".mha", ".nii")
 IMAGE_CHANNEL_SUFFIX = "_0000"  # PANTHER/nnU-Net image naming: <case>_0000.mha
@@ -247,7 +247,7 @@ def png_bytes(picture: Image.Image) -> bytes:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m panther_seg.evaluate",
+        prog="python -m panther_seg.evaluation",
         description="Score tumour masks against references with the PANTHER Task 1 metrics.")
     parser.add_argument("pred_dir", type=Path, help="predicted masks (.mha, .nii.gz, .nii)")
     parser.add_argument("ref_dir", type=Path, help="reference masks; label 1 is the tumour")
@@ -297,7 +297,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table)
     print(f"wrote {args.output_dir / PER_CASE_FILE} and {args.output_dir / SUMMARY_FILE}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -19,6 +19,11 @@ GC_OUTPUT_SUBDIR = "images/pancreatic-tumor-segmentation"
 GC_OUTPUT_NAME = "tumor_seg.mha"
 IMAGE_SUFFIXES = (".mha", ".mhd", ".nii", ".nii.gz", ".nrrd")
 
+# data sets (PANTHER and nnU-Net naming): <case>_0000.mha images beside <case>.mha labels, or in
+# imagesTr/ and labelsTr/
+IMAGE_CHANNEL_SUFFIX = "_0000"
+TRAINING_IMAGES_DIR, TRAINING_LABELS_DIR = "imagesTr", "labelsTr"
+
 # classes (the original checkpoint's; a project checkpoint may record others)
 CLASS_NAMES = ("background", "tumour", "pancreas")
 TUMOUR, PANCREAS = 1, 2

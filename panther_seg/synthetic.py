@@ -9,8 +9,8 @@ laid out in coordinates relative to the field of view, so that small test shapes
 every structure. Everything is NumPy + SimpleITK and deterministic from the seed.
 
 ``python -m panther_seg.synthetic OUT_DIR --cases N [--seed S] [--shape Z Y X]`` writes
-``OUT_DIR/imagesTr/<case>_0000.mha``, ``OUT_DIR/labelsTr/<case>.mha`` and
-``OUT_DIR/splits_final.json`` (the organisers' format: a list of folds {"train": [...], "val": [...]}).
+``OUT_DIR/imagesTr/<case>_0000.mha`` and ``OUT_DIR/labelsTr/<case>.mha`` (a split, when one is
+wanted: ``python -m panther_seg.training.splits OUT_DIR --folds K``).
 """
 from __future__ import annotations
 
@@ -21,12 +21,10 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from .config import PANCREAS, TUMOUR
-from .training.splits import SPLIT_FILE_NAME, make_splits, write_splits
+from .config import IMAGE_CHANNEL_SUFFIX, PANCREAS, TRAINING_IMAGES_DIR, TRAINING_LABELS_DIR, TUMOUR
 
 MEDIAN_SHAPE_ZYX = (72, 258, 318)
 MEDIAN_SPACING_XYZ = (1.1875, 1.1875, 3.0)
-IMAGE_SUFFIX = "_0000"
 
 # Raw intensity levels (scanner units) of the tissues, before bias field and noise.
 AIR, BODY, FAT, LIVER, KIDNEY, SPINE, AORTA, PANCREAS_LEVEL, TUMOUR_LEVEL = 25, 300, 420, 360, 470, 150, 620, 330, 235
@@ -153,20 +151,19 @@ def case_name(index: int) -> str:
 
 def write_dataset(
     out_dir: Path, cases: int, seed: int = 0, shape_zyx: Sequence[int] | None = None,
-    spacing_xyz: Sequence[float] | None = None, folds: int = 3, first_case: int = 0,
+    spacing_xyz: Sequence[float] | None = None, first_case: int = 0,
 ) -> list[str]:
-    """Write ``cases`` synthetic cases in nnU-Net/PANTHER naming plus a split file."""
+    """Write ``cases`` synthetic cases in nnU-Net/PANTHER naming."""
     out_dir = Path(out_dir)
-    (out_dir / "imagesTr").mkdir(parents=True, exist_ok=True)
-    (out_dir / "labelsTr").mkdir(parents=True, exist_ok=True)
+    (out_dir / TRAINING_IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+    (out_dir / TRAINING_LABELS_DIR).mkdir(parents=True, exist_ok=True)
     names = []
     for i in range(first_case, first_case + cases):
         name = case_name(i)
         image, label = make_case(seed * 100003 + i, shape_zyx, spacing_xyz)
-        sitk.WriteImage(image, str(out_dir / "imagesTr" / f"{name}{IMAGE_SUFFIX}.mha"), useCompression=True)
-        sitk.WriteImage(label, str(out_dir / "labelsTr" / f"{name}.mha"), useCompression=True)
+        sitk.WriteImage(image, str(out_dir / TRAINING_IMAGES_DIR / f"{name}{IMAGE_CHANNEL_SUFFIX}.mha"), useCompression=True)
+        sitk.WriteImage(label, str(out_dir / TRAINING_LABELS_DIR / f"{name}.mha"), useCompression=True)
         names.append(name)
-    write_splits(make_splits(names, folds), out_dir / SPLIT_FILE_NAME)
     return names
 
 
@@ -177,11 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shape", type=int, nargs=3, metavar=("Z", "Y", "X"), help="fixed shape (default: drawn per case)")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), help="fixed spacing in mm (default: drawn per case)")
-    p.add_argument("--folds", type=int, default=3)
     p.add_argument("--first-case", type=int, default=0, help="index of the first case id (90000 + index), to keep sets apart")
     args = p.parse_args(argv)
-    names = write_dataset(args.out_dir, args.cases, args.seed, args.shape, args.spacing, args.folds, args.first_case)
-    print(f"wrote {len(names)} cases and {SPLIT_FILE_NAME} to {args.out_dir}")
+    names = write_dataset(args.out_dir, args.cases, args.seed, args.shape, args.spacing, args.first_case)
+    print(f"wrote {len(names)} cases to {args.out_dir}")
     return 0
 
 

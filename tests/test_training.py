@@ -23,7 +23,7 @@ from panther_seg.config import PROJECT_ROOT, STATS_FILE_NAME
 from panther_seg.errors import InputError
 from panther_seg.stats import HEADER, read_stats_csv
 from panther_seg.synthetic import make_case, write_dataset
-from panther_seg.training import export, preprocess, run_all, store, train
+from panther_seg.training import export, preprocess, run_all, splits, store, train
 from panther_seg.training.config import load_config, parse_set
 from panther_seg.training.data import CaseSource, EpochSampler, PatchDataset, ShardSampler, train_transforms
 from panther_seg.training.module import lr_factor, mean_dice_over_cases
@@ -66,6 +66,7 @@ def one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:
 def dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synthetic")
     write_dataset(out, 4, seed=1, shape_zyx=SHAPE)
+    assert splits.main([str(out)]) == 0  # DATA/splits_final.json: 3 folds by case id
     return out
 
 

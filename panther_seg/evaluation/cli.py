@@ -25,6 +25,7 @@ import numpy as np
 import SimpleITK as sitk
 from PIL import Image
 
+from ..config import IMAGE_CHANNEL_SUFFIX
 from .metrics import (
     HAUSDORFF_PERCENT,
     SPACING_ATOL,
@@ -39,7 +40,6 @@ from .metrics import (
 from .preview import render_preview
 
 MASK_SUFFIXES = (".nii.gz", ".mha", ".nii")
-IMAGE_CHANNEL_SUFFIX = "_0000"  # PANTHER/nnU-Net image naming: <case>_0000.mha
 PER_CASE_FILE = "metrics_per_case.csv"
 SUMMARY_FILE = "metrics_summary.json"
 PREVIEW_DIR = "preview"

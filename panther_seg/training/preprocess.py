@@ -24,14 +24,13 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from ..config import CLASS_NAMES, STATS_FILE_NAME
+from ..config import CLASS_NAMES, STATS_FILE_NAME, IMAGE_CHANNEL_SUFFIX, TRAINING_IMAGES_DIR, TRAINING_LABELS_DIR
 from ..errors import InputError
 from ..image_io import case_id, has_image_suffix, read_image
 from ..preprocessing import preprocess_image, preprocess_label
 from ..stats import NormalisationStats, compute_stats, read_stats_csv, write_stats_csv
 from . import store
 
-IMAGE_SUFFIX = "_0000"
 GEOMETRY_TOLERANCE = 1e-4
 
 
@@ -45,8 +44,8 @@ class CasePair:
 def find_pairs(data_dir: Path) -> tuple[list[CasePair], list[str]]:
     """Image/label pairs by case id, and a message for each file left without a partner."""
     data_dir = Path(data_dir)
-    if (data_dir / "imagesTr").is_dir():
-        image_dir, label_dir = data_dir / "imagesTr", data_dir / "labelsTr"
+    if (data_dir / TRAINING_IMAGES_DIR).is_dir():
+        image_dir, label_dir = data_dir / TRAINING_IMAGES_DIR, data_dir / TRAINING_LABELS_DIR
     else:
         image_dir = label_dir = data_dir
     if not image_dir.is_dir():
@@ -59,8 +58,8 @@ def find_pairs(data_dir: Path) -> tuple[list[CasePair], list[str]]:
             if not (p.is_file() and has_image_suffix(p)):
                 continue
             cid = case_id(p)
-            if cid.endswith(IMAGE_SUFFIX) and (is_image_folder or image_dir == label_dir):
-                images[cid[: -len(IMAGE_SUFFIX)]] = p
+            if cid.endswith(IMAGE_CHANNEL_SUFFIX) and (is_image_folder or image_dir == label_dir):
+                images[cid[: -len(IMAGE_CHANNEL_SUFFIX)]] = p
             elif not is_image_folder or image_dir == label_dir:
                 labels[cid] = p
     pairs = [CasePair(c, images[c], labels[c]) for c in sorted(images) if c in labels]

@@ -85,3 +85,31 @@ def choose_split(given: str | Path | None, cases: Sequence[str], search: Sequenc
         path.parent.mkdir(parents=True, exist_ok=True)
         write_splits(splits, path)
     return path, f"{GENERATED_FOLDS} folds by sorted case id (the data are not PANTHER Task 1's and have no {SPLIT_FILE_NAME})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m panther_seg.training.splits DATA [--folds K]``: write ``DATA/splits_final.json``,
+    K folds by sorted case id over the image/label pairs found in DATA."""
+    import argparse
+    import sys
+
+    from .preprocess import find_pairs
+
+    p = argparse.ArgumentParser(prog="python -m panther_seg.training.splits", description=main.__doc__)
+    p.add_argument("data_dir", type=Path)
+    p.add_argument("--folds", type=int, default=GENERATED_FOLDS)
+    args = p.parse_args(argv)
+    try:
+        pairs, _ = find_pairs(args.data_dir)
+        if not pairs:
+            raise InputError(args.data_dir, "no image/label pairs to split")
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    write_splits(make_splits([p.case for p in pairs], args.folds), args.data_dir / SPLIT_FILE_NAME)
+    print(f"wrote {args.data_dir / SPLIT_FILE_NAME}: {args.folds} folds of {len(pairs)} cases")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

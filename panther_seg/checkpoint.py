@@ -6,19 +6,20 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from model import SegFormer3D
 
-from .config import CHECKPOINT_SUFFIXES, CLASS_NAMES, SHA256_FILE_NAME, STATS_FILE_NAME
-from .errors import InputError
+from .config import CHECKPOINT_SUFFIXES, CLASS_NAMES, DIRECTION_TOLERANCE, SHA256_FILE_NAME, STATS_FILE_NAME
+from .errors import FieldError, InputError
 from .stats import NormalisationStats
 
 RESOURCE_FORMAT = "panther-segformer3d-resource"
 RESOURCE_VERSION = 1
+SUPPORTED_RESOURCE_VERSIONS = (1,)
 LIGHTNING_PREFIX = "model."
 
 
@@ -33,13 +34,46 @@ class LoadedModel:
     kind: str = "state dict"
 
 
-def build_model(config: dict[str, Any], state_dict: dict[str, torch.Tensor], path: Path) -> SegFormer3D:
-    """Build the network from its constructor arguments and load the weights strictly."""
+def constructor_names() -> tuple[str, ...]:
+    code = SegFormer3D.__init__.__code__
+    return code.co_varnames[1 : code.co_argcount]
+
+
+def check_model_config(config: Any) -> dict[str, Any]:
+    """SegFormer3D constructor arguments: known names only, and values the constructor accepts.
+    The network is built on the ``meta`` device, so a configuration of absurd size costs no
+    memory here (the weights are compared with it before anything real is built)."""
+    if not isinstance(config, dict):
+        raise FieldError("model_config", f"expected a dict of constructor arguments, got a {type(config).__name__}")
+    unknown = sorted(str(k) for k in config if k not in constructor_names())
+    if unknown:
+        raise FieldError("model_config", f"unknown constructor argument '{unknown[0]}' (known: {', '.join(constructor_names())})")
+    if config.get("in_channels", 1) != 1:
+        raise FieldError("model_config", f"in_channels {config['in_channels']!r}: the pipeline feeds one MRI channel")
+    if not isinstance(config.get("num_classes", 3), int) or config.get("num_classes", 3) < len(CLASS_NAMES):
+        raise FieldError("model_config", f"num_classes {config['num_classes']!r}: the pipeline reads the tumour (1) and "
+                                         f"pancreas (2) outputs, so at least {len(CLASS_NAMES)}")
     try:
-        model = SegFormer3D(**config)
-    except (TypeError, ValueError, ZeroDivisionError) as e:
-        raise InputError(path, f"checkpoint's network configuration is invalid: {e}") from None
-    expected = model.state_dict()
+        with torch.device("meta"):
+            SegFormer3D(**config)
+    except Exception as e:  # the constructor's own checks raise many types
+        raise FieldError("model_config", f"invalid network configuration: {e.__class__.__name__}: {e}"[:300]) from None
+    return dict(config)
+
+
+def _num_classes(config: dict[str, Any]) -> int:
+    return int(config.get("num_classes", len(CLASS_NAMES)))
+
+
+def build_model(config: dict[str, Any], state_dict: dict[str, torch.Tensor], path: Path) -> SegFormer3D:
+    """Build the network from its constructor arguments and load the weights strictly; the keys
+    and shapes are compared with a ``meta`` copy first, so nothing is allocated for a mismatch."""
+    try:
+        config = check_model_config(config)
+    except FieldError as e:
+        raise InputError(path, f"checkpoint's network configuration is invalid: {e.problem}") from None
+    with torch.device("meta"):
+        expected = SegFormer3D(**config).state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     shapes = sorted(
@@ -54,20 +88,114 @@ def build_model(config: dict[str, Any], state_dict: dict[str, torch.Tensor], pat
             if keys
         ]
         raise InputError(path, "checkpoint does not match the SegFormer3D network: " + "; ".join(parts))
+    model = SegFormer3D(**config)
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
 
 
-def _tensors_only(d: dict, path: Path) -> dict[str, torch.Tensor]:
-    if not d or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in d.items()):
+def _tensors_only(d: Any, path: Path) -> dict[str, torch.Tensor]:
+    if not isinstance(d, dict) or not d or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in d.items()):
         raise InputError(path, "checkpoint holds no state dict of tensors")
+    bad = sorted(k for k, v in d.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+    if bad:
+        raise InputError(path, f"checkpoint has NaN or infinite weights ({len(bad)} tensors: {', '.join(bad[:3])})")
     return d
 
 
 def _constructor_args(d: Any) -> dict[str, Any]:
     """The SegFormer3D constructor arguments found in a Lightning ``hyper_parameters`` dict."""
-    names = SegFormer3D.__init__.__code__.co_varnames[1 : SegFormer3D.__init__.__code__.co_argcount]
-    return {k: v for k, v in d.items() if k in names} if isinstance(d, dict) else {}
+    return {k: v for k, v in d.items() if k in constructor_names()} if isinstance(d, dict) else {}
+
+
+# --- the project's resource format: one small validator per field ------------------------------
+# Each takes the field's value and the fields validated before it (in this order), and returns
+# the value to use or raises FieldError. A new field = a function and a line in RESOURCE_FIELDS.
+
+
+def _format(value: Any, _: dict[str, Any]) -> str:
+    if value != RESOURCE_FORMAT:
+        raise FieldError("format", f"expected {RESOURCE_FORMAT!r}, got {value!r}")
+    return value
+
+
+def _version(value: Any, _: dict[str, Any]) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value not in SUPPORTED_RESOURCE_VERSIONS:
+        raise FieldError("version", f"{value!r} is not a version this code reads ({', '.join(map(str, SUPPORTED_RESOURCE_VERSIONS))})")
+    return value
+
+
+def _model_config(value: Any, _: dict[str, Any]) -> dict[str, Any]:
+    return check_model_config(value)
+
+
+def _state_dict(value: Any, _: dict[str, Any]) -> Any:
+    if not isinstance(value, dict):
+        raise FieldError("state_dict", f"expected a dict of tensors, got a {type(value).__name__}")
+    return value  # tensors, names and shapes are checked against the network by build_model
+
+
+def _class_names(value: Any, fields: dict[str, Any]) -> tuple[str, ...]:
+    expected = _num_classes(fields["model_config"])
+    if not isinstance(value, (list, tuple)) or not all(isinstance(n, str) and n.strip() for n in value):
+        raise FieldError("class_names", f"expected a list of non-empty names, got {value!r}"[:200])
+    if len(value) != expected or len(set(value)) != len(value):
+        raise FieldError("class_names", f"{list(value)}: expected {expected} distinct names, one per network output")
+    return tuple(value)
+
+
+def _training_direction(value: Any, _: dict[str, Any]) -> np.ndarray:
+    try:
+        matrix = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise FieldError("training_direction", f"expected 9 numbers, got {value!r}"[:200]) from None
+    if matrix.size != 9 or not np.all(np.isfinite(matrix)):
+        raise FieldError("training_direction", f"expected 9 finite numbers (a 3 x 3 matrix), got {matrix.size}: {matrix.ravel().tolist()}"[:200])
+    matrix = matrix.reshape(3, 3)
+    error = float(np.abs(matrix.T @ matrix - np.eye(3)).max())
+    if error > DIRECTION_TOLERANCE:
+        raise FieldError("training_direction", f"not orthonormal (max |D^T D - I| = {error:.3g}, tolerance {DIRECTION_TOLERANCE:g})")
+    return matrix
+
+
+def _statistics(value: Any, _: dict[str, Any]) -> NormalisationStats:
+    return NormalisationStats.from_dict(value)
+
+
+def _provenance(value: Any, _: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise FieldError("provenance", f"expected a dict with text keys, got a {type(value).__name__}")
+    return dict(value)
+
+
+RESOURCE_FIELDS: dict[str, tuple[bool, Callable[[Any, dict[str, Any]], Any]]] = {  # name: (required, validator)
+    "format": (True, _format),
+    "version": (True, _version),
+    "model_config": (True, _model_config),
+    "state_dict": (True, _state_dict),
+    "class_names": (False, _class_names),
+    "training_direction": (False, _training_direction),
+    "statistics": (False, _statistics),
+    "provenance": (False, _provenance),
+}
+
+
+def validate_resource(obj: dict[Any, Any], path: Path) -> dict[str, Any]:
+    """Every field of a resource-format checkpoint, validated; one line naming file and field."""
+    unknown = sorted(str(k) for k in obj if k not in RESOURCE_FIELDS)
+    if unknown:
+        raise InputError(path, f"field '{unknown[0]}': unknown to this version of the resource format "
+                               f"(known: {', '.join(RESOURCE_FIELDS)})")
+    fields: dict[str, Any] = {}
+    for name, (required, validate) in RESOURCE_FIELDS.items():
+        if name not in obj:
+            if required:
+                raise InputError(path, f"field '{name}': missing")
+            continue
+        try:
+            fields[name] = validate(obj[name], fields)
+        except FieldError as e:
+            raise InputError(path, str(e)) from None
+    return fields
 
 
 def load_checkpoint(path: Path, config: dict[str, Any] | None = None) -> LoadedModel:
@@ -80,22 +208,23 @@ def load_checkpoint(path: Path, config: dict[str, Any] | None = None) -> LoadedM
         raise InputError(path, "checkpoint file not found")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as e:
+        raise InputError(path, f"cannot read checkpoint: {e.strerror or e}") from None
     except Exception as e:  # torch raises many types for corrupt or unsafe files
         detail = str(e).strip().splitlines()[0][:160] if str(e).strip() else e.__class__.__name__
         raise InputError(path, f"cannot load checkpoint (corrupt, truncated or not a PyTorch file): {detail}") from None
     if not isinstance(obj, dict):
         raise InputError(path, f"checkpoint holds a {type(obj).__name__}, not a dict")
-    if obj.get("format") == RESOURCE_FORMAT:
-        config = dict(obj["model_config"])
-        direction = obj.get("training_direction")
-        stats = obj.get("statistics")
+    if any(k in obj for k in RESOURCE_FIELDS if k != "state_dict"):  # no Lightning or bare key is one of these
+        fields = validate_resource(obj, path)
+        config = fields["model_config"]
         return LoadedModel(
-            model=build_model(config, _tensors_only(obj["state_dict"], path), path),
+            model=build_model(config, _tensors_only(fields["state_dict"], path), path),
             config=config,
-            class_names=tuple(obj.get("class_names", CLASS_NAMES)),
-            training_direction=None if direction is None else np.asarray(direction, dtype=float).reshape(3, 3),
-            stats=None if stats is None else NormalisationStats.from_dict(stats),
-            provenance=dict(obj.get("provenance", {})),
+            class_names=fields.get("class_names", CLASS_NAMES),
+            training_direction=fields.get("training_direction"),
+            stats=fields.get("statistics"),
+            provenance=fields.get("provenance", {}),
             kind="project resource",
         )
     if isinstance(obj.get("state_dict"), dict):  # PyTorch Lightning checkpoint of the original code

@@ -9,6 +9,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .geometry import Grid, Reorientation, reorient, resample, target_grid
+from .limits import check_target_grid
 from .stats import NormalisationStats
 
 IDENTITY = np.eye(3)
@@ -56,6 +57,7 @@ def preprocess_image(
 ) -> Preprocessed:
     """The image as the network sees it. ``direction``: the training orientation (identity if None)."""
     oriented, grid, reorientation, resampled = to_training_grid(image, stats, direction)
+    check_target_grid(None, grid.size, image.GetSize(), image.GetSizeOfPixelComponent())
     if resampled:
         oriented = resample(sitk.Cast(oriented, sitk.sitkFloat32), grid, sitk.sitkBSpline, sitk.sitkFloat32)
     volume = sitk.GetArrayFromImage(oriented).astype(np.float32, copy=False)

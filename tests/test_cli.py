@@ -150,7 +150,7 @@ def bad_inputs() -> dict[str, tuple]:
         "several mri folders": (folders("t1-mri", "t2-mri"), "several MRI folders"),
         "two images": (folders("abdominal-t1-mri", files=2), "2 image files"),
         "unreadable file": (gc_file("x.mha", b"garbage that is not an image"), "cannot read image"),
-        "truncated file": (truncated, "cannot read image"),
+        "truncated file": (truncated, "truncated"),
         "2D image": (image_of(lambda: sitk.GetImageFromArray(np.arange(100, dtype=np.int16).reshape(10, 10))), "2D image"),
         "4D image": (image_of(lambda: sitk.JoinSeries([sitk.GetImageFromArray(blob_volume((4, 8, 8), i)) for i in range(2)])), "4D image"),
         "multi-component": (image_of(lambda: sitk.GetImageFromArray(np.arange(4 * 5 * 6 * 3, dtype=np.int16).reshape(4, 5, 6, 3), isVector=True)), "multi-component"),

@@ -108,7 +108,7 @@ def _gzip_length(path: Path) -> int:
 
 
 def _short(path: Path, have: int, need: int, what: str = "voxel data") -> InputError:
-    return InputError(path, f"{what} is short: {have} bytes where the header declares {need} (truncated file?)")
+    return InputError(path, f"{what} is truncated: {have} bytes where the header declares {need}")
 
 
 # --- MetaImage (.mha, .mhd + .raw/.zraw) -------------------------------------------------------
@@ -167,7 +167,7 @@ def _verify_meta(path: Path) -> None:
         except ValueError:
             raise InputError(path, "MetaImage header has a malformed CompressedDataSize") from None
         if stream is not None and (stream <= 0 or stream > size - max(offset, 0)):
-            raise InputError(path, f"{what} is short: {size - max(offset, 0)} bytes where CompressedDataSize declares {stream}")
+            raise InputError(path, f"{what} is truncated: {size - max(offset, 0)} bytes where CompressedDataSize declares {stream}")
         with open(source, "rb") as f:
             f.seek(offset)
             have = _inflated_length(f, path, zlib.MAX_WBITS, what, stream)

@@ -17,7 +17,8 @@ import SimpleITK as sitk
 from .config import FAST_OVERLAP, GC_INPUT_ROOT, GC_OUTPUT_NAME, GC_OUTPUT_ROOT, GC_OUTPUT_SUBDIR, OVERLAP, WINDOW
 from .config import MEMORY_LIMIT_ENV, MEMORY_LIMIT_GIB
 from .device import describe, select_device
-from .errors import InputError
+from .checkpoint import check_model_config
+from .errors import FieldError, InputError
 from .image_io import case_id, check_output_location, find_gc_input, has_image_suffix, list_folder, read_image, write_image_atomic
 from .limits import memory_limit, set_memory_limit
 from .pipeline import Segmenter, Timings, peak_memory
@@ -158,9 +159,10 @@ def read_model_config(path: Path) -> dict:
         raise InputError(path, f"cannot read: {e.strerror or e}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(path, f"not valid JSON: {e}") from None
-    if not isinstance(config, dict):
-        raise InputError(path, f"expected a JSON object of constructor arguments, got a {type(config).__name__}")
-    return config
+    try:
+        return check_model_config(config)
+    except FieldError as e:
+        raise InputError(path, e.problem) from None
 
 
 def main(argv: list[str] | None = None) -> int:

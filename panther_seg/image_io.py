@@ -88,15 +88,18 @@ def read_image(path: Path) -> sitk.Image:
             pass
     except OSError as e:
         raise InputError(path, f"cannot read: {e.strerror or e}") from None
+    if path.stat().st_size == 0:
+        raise InputError(path, "file is empty")
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     with native_stderr() as captured:
         try:
             reader.ReadImageInformation()
         except RuntimeError as e:
-            detail = _itk_problem(e)
+            detail = _itk_problem(e).replace(f'"{path}"', path.name).replace(str(path), path.name)
             if "spacing" in detail.lower():
                 raise InputError(path, f"invalid voxel spacing in the header (zero or negative): {detail}") from None
+            verify_voxel_data(path, 0)  # a damaged stream or header explains it better than ITK does
             raise InputError(path, f"cannot read image (unreadable or truncated file): {detail}") from None
     _refuse_warnings(path, captured, "header")
     header = Header.of(reader)
@@ -128,7 +131,7 @@ def validate_header(header: Header, path: Path | str) -> None:
         raise InputError(path, f"image of size {size} is a single slice; expected a 3D volume")
     spacing = np.asarray(header.spacing, dtype=float)
     if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-        raise InputError(path, f"invalid voxel spacing {tuple(spacing)}: must be positive")
+        raise InputError(path, f"invalid voxel spacing {tuple(float(s) for s in spacing)}: must be positive")
     low, high = SPACING_RANGE_MM
     if np.any(spacing < low) or np.any(spacing > high):
         raise InputError(path, f"implausible voxel spacing {tuple(float(s) for s in spacing)} mm: accepted is {low} to {high} mm "

@@ -3,11 +3,12 @@
 ITK's readers do not always say when they read less than the header declares: a compressed
 MetaImage corrupted in the middle is decompressed with no error and half its voxels wrong, and a
 ``.nii.gz`` cut in half reads with nothing on stderr at all; other damage only prints a warning
-(``Uncompress failed``, ``data not read completely``) and carries on. So before ITK reads the
-voxels, the data stream is checked here, in bounded memory: uncompressed data must be at least
-as long as declared; compressed data (zlib in MetaImage, gzip in NIfTI and NRRD) must
-decompress completely, with a valid checksum, to at least the declared length. While ITK reads,
-anything it prints on the process's stderr is captured and is a failure (``native_stderr``).
+(``Uncompress failed``, ``data not read completely``) and carries on; and the NIfTI reader turns
+NaN and infinite voxels into 0. So before ITK reads the voxels, the data stream is checked here,
+in bounded memory: uncompressed data must be at least as long as declared; compressed data (zlib
+in MetaImage, gzip in NIfTI and NRRD) must decompress completely, with a valid checksum, to at
+least the declared length; NIfTI float voxels must be finite. While ITK reads, anything it
+prints on the process's stderr is captured and is a failure (``native_stderr``).
 """
 from __future__ import annotations
 
@@ -18,8 +19,11 @@ import struct
 import tempfile
 import zlib
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
+
+import numpy as np
 
 from .errors import InputError
 
@@ -93,20 +97,6 @@ def _inflated_length(f: BinaryIO, path: Path, wbits: int, what: str = "compresse
     return total
 
 
-def _gzip_length(path: Path) -> int:
-    """Decompressed length of a gzip file (all members), checksums verified."""
-    total = 0
-    try:
-        with gzip.open(path, "rb") as f:
-            while chunk := f.read(CHUNK):
-                total += len(chunk)
-    except EOFError:
-        raise InputError(path, "compressed file is truncated (the gzip stream ends early)") from None
-    except (gzip.BadGzipFile, zlib.error) as e:
-        raise InputError(path, f"compressed file is corrupt ({e})") from None
-    return total
-
-
 def _short(path: Path, have: int, need: int, what: str = "voxel data") -> InputError:
     return InputError(path, f"{what} is truncated: {have} bytes where the header declares {need}")
 
@@ -137,13 +127,14 @@ def _meta_header(path: Path) -> tuple[dict[str, str], int]:
 def _verify_meta(path: Path) -> None:
     fields, header_end = _meta_header(path)
     try:
-        dims = [int(v) for v in fields["DimSize"].split()]
+        ndims = int(fields.get("NDims", "0")) or None  # ITK reads the first NDims values
+        dims = [int(v) for v in fields["DimSize"].split()][:ndims]
         element = META_TYPE_BYTES[fields["ElementType"]]
         channels = int(fields.get("ElementNumberOfChannels", "1"))
     except KeyError as e:
         raise InputError(path, f"MetaImage header lacks or misstates {e.args[0]}") from None
     except ValueError:
-        raise InputError(path, "MetaImage header has a malformed DimSize or ElementNumberOfChannels") from None
+        raise InputError(path, "MetaImage header has a malformed NDims, DimSize or ElementNumberOfChannels") from None
     need = math.prod(dims) * element * channels
     compressed = fields.get("CompressedData", "False").lower() == "true"
     data_file = fields["ElementDataFile"]
@@ -180,17 +171,29 @@ def _verify_meta(path: Path) -> None:
 # --- NIfTI (.nii, .nii.gz) --------------------------------------------------------------------
 
 
-def _nifti_need(path: Path, header: bytes) -> tuple[int, int]:
-    """(voxel-data offset, voxel-data bytes) from a NIfTI-1 or NIfTI-2 header."""
+# NIfTI datatypes whose voxels are IEEE floats (complex ones are pairs): ITK's NIfTI reader
+# turns their NaN and infinite voxels into 0 without a word, so they are looked for here.
+NIFTI_FLOAT_TYPES = {16: "f4", 32: "f4", 64: "f8", 1792: "f8"}
+
+
+@dataclass(frozen=True)
+class NiftiLayout:
+    offset: int  # vox_offset: where the voxels start
+    need: int  # bytes of voxel data the header declares
+    floats: np.dtype | None  # on-disk float type, None for integers
+
+
+def nifti_layout(path: Path, header: bytes) -> NiftiLayout:
+    """Where the voxels are and how many bytes, from a NIfTI-1 or NIfTI-2 header."""
     for endian in "<>":
         if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
             dim = struct.unpack(endian + "8h", header[40:56])
-            bitpix = struct.unpack(endian + "h", header[72:74])[0]
+            datatype, bitpix = struct.unpack(endian + "2h", header[70:74])
             offset = struct.unpack(endian + "f", header[108:112])[0]
             break
         if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
+            datatype, bitpix = struct.unpack(endian + "2h", header[12:16])
             dim = struct.unpack(endian + "8q", header[16:80])
-            bitpix = struct.unpack(endian + "h", header[14:16])[0]
             offset = struct.unpack(endian + "q", header[168:176])[0]
             break
     else:
@@ -200,25 +203,60 @@ def _nifti_need(path: Path, header: bytes) -> tuple[int, int]:
         raise InputError(path, f"NIfTI header is malformed (dim {list(dim)}, bitpix {bitpix})")
     if not math.isfinite(offset) or offset < 0:
         raise InputError(path, f"NIfTI header is malformed (vox_offset {offset})")
-    return int(offset), math.prod(dim[1 : ndim + 1]) * bitpix // 8
+    floats = np.dtype(endian + NIFTI_FLOAT_TYPES[datatype]) if datatype in NIFTI_FLOAT_TYPES else None
+    return NiftiLayout(int(offset), math.prod(dim[1 : ndim + 1]) * bitpix // 8, floats)
+
+
+class _FiniteCheck:
+    """Fed the file's bytes in order, refuses a non-finite float inside the voxel data."""
+
+    def __init__(self, path: Path, layout: NiftiLayout):
+        self.path, self.layout = path, layout
+        self.pos = 0
+        self.carry = b""
+
+    def feed(self, chunk: bytes) -> None:
+        layout = self.layout
+        lo = max(layout.offset - self.pos, 0)
+        hi = min(layout.offset + layout.need - self.pos, len(chunk))
+        self.pos += len(chunk)
+        if layout.floats is None or lo >= hi:
+            return
+        data = self.carry + chunk[lo:hi]
+        usable = len(data) - len(data) % layout.floats.itemsize
+        self.carry = data[usable:]
+        if not np.isfinite(np.frombuffer(data[:usable], dtype=layout.floats)).all():
+            raise InputError(self.path, "image contains NaN or infinite voxels")
+
+    @property
+    def done(self) -> bool:
+        return self.pos >= self.layout.offset + self.layout.need
 
 
 def _verify_nifti(path: Path) -> None:
-    if _starts_with_gzip(path):
-        with gzip.open(path, "rb") as f:
-            try:
-                header = f.read(540)
-            except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-                raise InputError(path, f"compressed file is corrupt or truncated ({e})") from None
-        offset, need = _nifti_need(path, header)
-        have = _gzip_length(path) - offset
-    else:
-        with open(path, "rb") as f:
-            header = f.read(540)
-        offset, need = _nifti_need(path, header)
-        have = path.stat().st_size - offset
-    if have < need:
-        raise _short(path, max(have, 0), need)
+    """Length, gzip integrity (the whole stream, to its checksum) and, for float voxels,
+    finiteness, in one streaming pass."""
+    compressed = _starts_with_gzip(path)
+    try:
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as f:
+            chunk = f.read(540)
+            layout = nifti_layout(path, chunk)
+            check = _FiniteCheck(path, layout)
+            if not compressed and layout.floats is None:
+                have = path.stat().st_size - layout.offset
+            else:
+                while chunk:
+                    check.feed(chunk)
+                    if not compressed and check.done:
+                        break
+                    chunk = f.read(CHUNK)
+                have = (path.stat().st_size if not compressed else check.pos) - layout.offset
+    except EOFError:
+        raise InputError(path, "compressed file is truncated (the gzip stream ends early)") from None
+    except (gzip.BadGzipFile, zlib.error) as e:
+        raise InputError(path, f"compressed file is corrupt ({e})") from None
+    if have < layout.need:
+        raise _short(path, max(have, 0), layout.need)
 
 
 # --- NRRD (.nrrd, attached raw or gzip data) ---------------------------------------------------

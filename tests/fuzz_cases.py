@@ -50,6 +50,7 @@ class Case:
 
 
 def write(image: sitk.Image, path: Path, compress: bool = True) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     sitk.WriteImage(image, str(path), useCompression=compress)
     return path
 

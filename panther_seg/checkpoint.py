@@ -13,7 +13,7 @@ import torch
 
 from model import SegFormer3D
 
-from .config import CHECKPOINT_SUFFIXES, CLASS_NAMES, DIRECTION_TOLERANCE, SHA256_FILE_NAME, STATS_FILE_NAME
+from .config import CHECKPOINT_SUFFIXES, CLASS_NAMES, DIRECTION_TOLERANCE, SHA256_FILE_NAME, STATS_FILE_NAME, WINDOW
 from .errors import FieldError, InputError
 from .stats import NormalisationStats
 
@@ -55,9 +55,17 @@ def check_model_config(config: Any) -> dict[str, Any]:
                                          f"pancreas (2) outputs, so at least {len(CLASS_NAMES)}")
     try:
         with torch.device("meta"):
-            SegFormer3D(**config)
+            model = SegFormer3D(**config).eval()
     except Exception as e:  # the constructor's own checks raise many types
         raise FieldError("model_config", f"invalid network configuration: {e.__class__.__name__}: {e}"[:300]) from None
+    try:  # shapes only, on the meta device: the constructor does not check that heads divide widths
+        with torch.no_grad():
+            out = model.predict(torch.empty((1, 1, *WINDOW), device="meta"))
+    except Exception as e:
+        raise FieldError("model_config", f"invalid network configuration: it cannot run on a {WINDOW} window "
+                                         f"({e.__class__.__name__}: {e})"[:300]) from None
+    if tuple(out.shape) != (1, _num_classes(config), *WINDOW):
+        raise FieldError("model_config", f"invalid network configuration: output {tuple(out.shape)} for a {WINDOW} window")
     return dict(config)
 
 

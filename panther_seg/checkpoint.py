@@ -15,12 +15,17 @@ from model import SegFormer3D
 
 from .config import CHECKPOINT_SUFFIXES, CLASS_NAMES, DIRECTION_TOLERANCE, SHA256_FILE_NAME, STATS_FILE_NAME, WINDOW
 from .errors import FieldError, InputError
+from .limits import GIB, memory_limit
 from .stats import NormalisationStats
 
 RESOURCE_FORMAT = "panther-segformer3d-resource"
 RESOURCE_VERSION = 1
 SUPPORTED_RESOURCE_VERSIONS = (1,)
 LIGHTNING_PREFIX = "model."
+# One small input for the check that a network runs: the window's depth (its shortest side) and
+# 64 x 64 in-plane, a twentieth of a window. (A 32^3 cube is no cheaper: it takes seconds, the
+# deepest stage then being a single voxel.)
+CHECK_INPUT = (WINDOW[0], 64, 64)
 
 
 @dataclass
@@ -39,10 +44,13 @@ def constructor_names() -> tuple[str, ...]:
     return code.co_varnames[1 : code.co_argcount]
 
 
-def check_model_config(config: Any) -> dict[str, Any]:
-    """SegFormer3D constructor arguments: known names only, and values the constructor accepts.
-    The network is built on the ``meta`` device, so a configuration of absurd size costs no
-    memory here (the weights are compared with it before anything real is built)."""
+def check_model_config(config: Any, run: bool = False) -> dict[str, Any]:
+    """SegFormer3D constructor arguments: known names only, values the constructor accepts, a
+    size that fits the memory limit and, with ``run``, a network that runs. The constructor runs
+    on the ``meta`` device (no memory), so an absurd width is refused before anything is built;
+    running takes a real copy and one small input on the CPU (the constructor does not check,
+    say, that the heads divide the widths; a meta-device forward would import torch's compiler
+    stack, which writes files)."""
     if not isinstance(config, dict):
         raise FieldError("model_config", f"expected a dict of constructor arguments, got a {type(config).__name__}")
     unknown = sorted(str(k) for k in config if k not in constructor_names())
@@ -55,31 +63,40 @@ def check_model_config(config: Any) -> dict[str, Any]:
                                          f"pancreas (2) outputs, so at least {len(CLASS_NAMES)}")
     try:
         with torch.device("meta"):
-            model = SegFormer3D(**config).eval()
+            parameters = sum(p.numel() for p in SegFormer3D(**config).parameters())
     except Exception as e:  # the constructor's own checks raise many types
-        raise FieldError("model_config", f"invalid network configuration: {e.__class__.__name__}: {e}"[:300]) from None
-    try:  # shapes only, on the meta device: the constructor does not check that heads divide widths
-        with torch.no_grad():
-            out = model.predict(torch.empty((1, 1, *WINDOW), device="meta"))
-    except Exception as e:
-        raise FieldError("model_config", f"invalid network configuration: it cannot run on a {WINDOW} window "
-                                         f"({e.__class__.__name__}: {e})"[:300]) from None
-    if tuple(out.shape) != (1, _num_classes(config), *WINDOW):
-        raise FieldError("model_config", f"invalid network configuration: output {tuple(out.shape)} for a {WINDOW} window")
+        raise FieldError("model_config", f"the constructor refuses it ({e.__class__.__name__}: {e})"[:300]) from None
+    limit_gib, _ = memory_limit()
+    if parameters * 4 > limit_gib * GIB / 4:
+        raise FieldError("model_config", f"a network of {parameters:,} parameters does not fit a {limit_gib:g} GiB memory limit")
+    if run:
+        check_runs(SegFormer3D(**config).eval(), config)
     return dict(config)
+
+
+def check_runs(model: SegFormer3D, config: dict[str, Any]) -> None:
+    """One small input through the network on the CPU, its output shape checked."""
+    try:
+        with torch.inference_mode():
+            out = model.predict(torch.zeros((1, 1, *CHECK_INPUT)))
+    except Exception as e:
+        raise FieldError("model_config", f"the network it builds cannot run ({e.__class__.__name__}: {e})"[:300]) from None
+    if tuple(out.shape) != (1, _num_classes(config), *CHECK_INPUT):
+        raise FieldError("model_config", f"the network it builds gives {tuple(out.shape)} for an input of {CHECK_INPUT}")
 
 
 def _num_classes(config: dict[str, Any]) -> int:
     return int(config.get("num_classes", len(CLASS_NAMES)))
 
 
-def build_model(config: dict[str, Any], state_dict: dict[str, torch.Tensor], path: Path) -> SegFormer3D:
+def build_model(config: dict[str, Any], state_dict: dict[str, torch.Tensor], path: Path,
+                config_label: str = "checkpoint's network configuration is invalid") -> SegFormer3D:
     """Build the network from its constructor arguments and load the weights strictly; the keys
     and shapes are compared with a ``meta`` copy first, so nothing is allocated for a mismatch."""
     try:
         config = check_model_config(config)
     except FieldError as e:
-        raise InputError(path, f"checkpoint's network configuration is invalid: {e.problem}") from None
+        raise InputError(path, f"{config_label}: {e.problem}") from None
     with torch.device("meta"):
         expected = SegFormer3D(**config).state_dict()
     missing = sorted(set(expected) - set(state_dict))
@@ -98,7 +115,11 @@ def build_model(config: dict[str, Any], state_dict: dict[str, torch.Tensor], pat
         raise InputError(path, "checkpoint does not match the SegFormer3D network: " + "; ".join(parts))
     model = SegFormer3D(**config)
     model.load_state_dict(state_dict, strict=True)
-    return model.eval()
+    try:
+        check_runs(model.eval(), config)
+    except FieldError as e:
+        raise InputError(path, f"{config_label}: {e.problem}") from None
+    return model
 
 
 def _tensors_only(d: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -227,7 +248,7 @@ def load_checkpoint(path: Path, config: dict[str, Any] | None = None) -> LoadedM
         fields = validate_resource(obj, path)
         config = fields["model_config"]
         return LoadedModel(
-            model=build_model(config, _tensors_only(fields["state_dict"], path), path),
+            model=build_model(config, _tensors_only(fields["state_dict"], path), path, "field 'model_config'"),
             config=config,
             class_names=fields.get("class_names", CLASS_NAMES),
             training_direction=fields.get("training_direction"),

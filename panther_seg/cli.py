@@ -160,7 +160,7 @@ def read_model_config(path: Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(path, f"not valid JSON: {e}") from None
     try:
-        return check_model_config(config)
+        return check_model_config(config, run=True)
     except FieldError as e:
         raise InputError(path, e.problem) from None
 

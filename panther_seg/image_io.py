@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 from .config import DIRECTION_TOLERANCE, GC_IMAGES_SUBDIR, GC_INPUT_FALLBACK, IMAGE_SUFFIXES, SPACING_RANGE_MM
 from .errors import InputError
-from .integrity import CapturedStderr, native_stderr, verify_voxel_data
+from .integrity import CapturedStderr, DamagedData, native_stderr, verify_voxel_data
 from .limits import check_image_size
 
 
@@ -66,7 +66,8 @@ class Header:
 
 def _itk_problem(e: RuntimeError) -> str:
     lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    return lines[-1][:160] if lines else "unknown reason"
+    last = lines[-1].removeprefix("Reason: ") if lines else "unknown reason"
+    return last[:160]
 
 
 def _refuse_warnings(path: Path, captured: CapturedStderr, stage: str) -> None:
@@ -99,7 +100,12 @@ def read_image(path: Path) -> sitk.Image:
             detail = _itk_problem(e).replace(f'"{path}"', path.name).replace(str(path), path.name)
             if "spacing" in detail.lower():
                 raise InputError(path, f"invalid voxel spacing in the header (zero or negative): {detail}") from None
-            verify_voxel_data(path, 0)  # a damaged stream or header explains it better than ITK does
+            try:  # damaged data explains it better than ITK does; an unknown format is ITK's to name
+                verify_voxel_data(path, 0)
+            except DamagedData:
+                raise
+            except InputError:
+                pass
             raise InputError(path, f"cannot read image (unreadable or truncated file): {detail}") from None
     _refuse_warnings(path, captured, "header")
     header = Header.of(reader)
@@ -203,7 +209,8 @@ def check_output_location(path: Path) -> None:
         folder = folder.parent
     if not folder.is_dir():
         raise InputError(folder, "is not a folder: the output cannot be written under it")
-    if not os.access(folder, os.W_OK | os.X_OK):
+    effective = os.access in os.supports_effective_ids  # judge as the effective user, as open() does
+    if not os.access(folder, os.W_OK | os.X_OK, effective_ids=effective):
         problem = "read-only file system" if _read_only_fs(folder) else "permission denied"
         raise InputError(folder, f"output location is not writable ({problem})")
 

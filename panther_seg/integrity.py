@@ -28,6 +28,13 @@ import numpy as np
 from .errors import InputError
 
 CHUNK = 1 << 20
+
+
+class DamagedData(InputError):
+    """The voxel data is missing, unreadable, shorter than declared, or damaged where compressed
+    (as opposed to a header this module does not understand, which is ITK's to judge)."""
+
+
 HEADER_LIMIT = 1 << 20  # text headers longer than this are not headers
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -86,19 +93,19 @@ def _inflated_length(f: BinaryIO, path: Path, wbits: int, what: str = "compresse
             chunk = f.read(CHUNK if left is None else min(CHUNK, left))
             if not chunk:
                 within = "" if limit is None else f" within the {limit} bytes its header declares"
-                raise InputError(path, f"{what} is truncated (the stream ends after {total} bytes of voxels{within})")
+                raise DamagedData(path, f"{what} is truncated (the stream ends after {total} bytes of voxels{within})")
             if left is not None:
                 left -= len(chunk)
             total += len(d.decompress(chunk, CHUNK * 64))
             while d.unconsumed_tail and not d.eof:
                 total += len(d.decompress(d.unconsumed_tail, CHUNK * 64))
     except zlib.error as e:
-        raise InputError(path, f"{what} is corrupt ({e})") from None
+        raise DamagedData(path, f"{what} is corrupt ({e})") from None
     return total
 
 
-def _short(path: Path, have: int, need: int, what: str = "voxel data") -> InputError:
-    return InputError(path, f"{what} is truncated: {have} bytes where the header declares {need}")
+def _short(path: Path, have: int, need: int, what: str = "voxel data") -> DamagedData:
+    return DamagedData(path, f"{what} is truncated: {have} bytes where the header declares {need}")
 
 
 # --- MetaImage (.mha, .mhd + .raw/.zraw) -------------------------------------------------------
@@ -145,20 +152,22 @@ def _verify_meta(path: Path) -> None:
             raise InputError(path, f"multi-file MetaImage data (ElementDataFile = {data_file}) is not supported: convert it to one .mha")
         source = path.parent / data_file
         if not source.is_file():
-            raise InputError(path, f"its voxel data file {data_file} is missing")
+            raise DamagedData(path, f"its voxel data file {data_file} is missing")
         try:
             offset = int(fields.get("HeaderSize", "0"))
         except ValueError:
             raise InputError(path, "MetaImage header has a malformed HeaderSize") from None
     what = "compressed voxel data" if source == path else f"compressed voxel data file {data_file}"
     size = source.stat().st_size
+    with open(source, "rb"):  # readable at all (ITK says 'No such file' when it is not)
+        pass
     if compressed:
         try:
             stream = int(fields["CompressedDataSize"]) if "CompressedDataSize" in fields else None
         except ValueError:
             raise InputError(path, "MetaImage header has a malformed CompressedDataSize") from None
         if stream is not None and (stream <= 0 or stream > size - max(offset, 0)):
-            raise InputError(path, f"{what} is truncated: {size - max(offset, 0)} bytes where CompressedDataSize declares {stream}")
+            raise DamagedData(path, f"{what} is truncated: {size - max(offset, 0)} bytes where CompressedDataSize declares {stream}")
         with open(source, "rb") as f:
             f.seek(offset)
             have = _inflated_length(f, path, zlib.MAX_WBITS, what, stream)
@@ -252,9 +261,9 @@ def _verify_nifti(path: Path) -> None:
                     chunk = f.read(CHUNK)
                 have = (path.stat().st_size if not compressed else check.pos) - layout.offset
     except EOFError:
-        raise InputError(path, "compressed file is truncated (the gzip stream ends early)") from None
+        raise DamagedData(path, "compressed file is truncated (the gzip stream ends early)") from None
     except (gzip.BadGzipFile, zlib.error) as e:
-        raise InputError(path, f"compressed file is corrupt ({e})") from None
+        raise DamagedData(path, f"compressed file is corrupt ({e})") from None
     if have < layout.need:
         raise _short(path, max(have, 0), layout.need)
 
@@ -306,4 +315,4 @@ def verify_voxel_data(path: Path, declared_bytes: int) -> None:
         elif name.endswith(".nrrd"):
             _verify_nrrd(path, declared_bytes)
     except OSError as e:
-        raise InputError(path, f"cannot read {e.filename or 'it'}: {e.strerror or e}") from None
+        raise DamagedData(path, f"cannot read {e.filename or 'it'}: {e.strerror or e}") from None

@@ -139,7 +139,7 @@ BAD_FIELDS = {  # name: (edit, expected message after "<file>: ")
     "no model_config": (set_field("model_config", DELETE), "field 'model_config': missing"),
     "model_config a list": (set_field("model_config", [1, 2]), "field 'model_config': expected a dict of constructor arguments, got a list"),
     "unknown constructor arg": (set_field("model_config.width", 3), "field 'model_config': unknown constructor argument 'width'"),
-    "impossible heads": (set_field("model_config.num_heads", [3, 3, 3, 3]), "field 'model_config': invalid network configuration"),
+    "impossible heads": (set_field("model_config.num_heads", [3, 3, 3, 3]), "field 'model_config': the network it builds cannot run"),
     "two input channels": (set_field("model_config.in_channels", 2), "field 'model_config': in_channels 2"),
     "two classes": (set_field("model_config.num_classes", 2), "field 'model_config': num_classes 2"),
     "no state_dict": (set_field("state_dict", DELETE), "field 'state_dict': missing"),

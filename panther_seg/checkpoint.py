@@ -56,11 +56,6 @@ def check_model_config(config: Any, run: bool = False) -> dict[str, Any]:
     unknown = sorted(str(k) for k in config if k not in constructor_names())
     if unknown:
         raise FieldError("model_config", f"unknown constructor argument '{unknown[0]}' (known: {', '.join(constructor_names())})")
-    if config.get("in_channels", 1) != 1:
-        raise FieldError("model_config", f"in_channels {config['in_channels']!r}: the pipeline feeds one MRI channel")
-    if not isinstance(config.get("num_classes", 3), int) or config.get("num_classes", 3) < len(CLASS_NAMES):
-        raise FieldError("model_config", f"num_classes {config['num_classes']!r}: the pipeline reads the tumour (1) and "
-                                         f"pancreas (2) outputs, so at least {len(CLASS_NAMES)}")
     try:
         with torch.device("meta"):
             parameters = sum(p.numel() for p in SegFormer3D(**config).parameters())
@@ -74,11 +69,21 @@ def check_model_config(config: Any, run: bool = False) -> dict[str, Any]:
     return dict(config)
 
 
+def check_pipeline_config(config: dict[str, Any]) -> None:
+    """What the segmentation pipeline needs of a network that loads: one input channel, and the
+    tumour (1) and pancreas (2) outputs."""
+    if config.get("in_channels", 1) != 1:
+        raise FieldError("model_config", f"in_channels {config['in_channels']!r}: the pipeline feeds one MRI channel")
+    if _num_classes(config) < len(CLASS_NAMES):
+        raise FieldError("model_config", f"num_classes {config['num_classes']!r}: the pipeline reads the tumour (1) and "
+                                         f"pancreas (2) outputs, so at least {len(CLASS_NAMES)}")
+
+
 def check_runs(model: SegFormer3D, config: dict[str, Any]) -> None:
     """One small input through the network on the CPU, its output shape checked."""
     try:
         with torch.inference_mode():
-            out = model.predict(torch.zeros((1, 1, *CHECK_INPUT)))
+            out = model.predict(torch.zeros((1, int(config.get("in_channels", 1)), *CHECK_INPUT)))
     except Exception as e:
         raise FieldError("model_config", f"the network it builds cannot run ({e.__class__.__name__}: {e})"[:300]) from None
     if tuple(out.shape) != (1, _num_classes(config), *CHECK_INPUT):

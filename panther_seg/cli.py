@@ -17,7 +17,7 @@ import SimpleITK as sitk
 from .config import FAST_OVERLAP, GC_INPUT_ROOT, GC_OUTPUT_NAME, GC_OUTPUT_ROOT, GC_OUTPUT_SUBDIR, OVERLAP, WINDOW
 from .config import MEMORY_LIMIT_ENV, MEMORY_LIMIT_GIB
 from .device import describe, select_device
-from .checkpoint import check_model_config
+from .checkpoint import check_model_config, check_pipeline_config
 from .errors import FieldError, InputError
 from .image_io import case_id, check_output_location, find_gc_input, has_image_suffix, list_folder, read_image, write_image_atomic
 from .limits import memory_limit, set_memory_limit
@@ -160,7 +160,8 @@ def read_model_config(path: Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InputError(path, f"not valid JSON: {e}") from None
     try:
-        return check_model_config(config, run=True)
+        check_pipeline_config(check_model_config(config, run=True))
+        return config
     except FieldError as e:
         raise InputError(path, e.problem) from None
 

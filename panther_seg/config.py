@@ -48,6 +48,6 @@ DIRECTION_TOLERANCE = 1e-3  # max |D^T D - I|: direction cosines must be orthono
 # memory budget (panther_seg/limits.py): grand-challenge gives 16 GiB, 1 GiB of it reserved
 MEMORY_LIMIT_ENV = "PANTHER_MEMORY_LIMIT_GIB"
 MEMORY_LIMIT_GIB = 15.0  # what one run may use in all, unless --memory-limit or the variable says otherwise
-RUNTIME_RESERVE_GIB = 2.0  # interpreter, torch, the network and a CUDA context, before any image
+RUNTIME_RESERVE_GIB = 2.0  # interpreter, torch, the network before any image (1.5 GiB measured on the CPU)
 INPUT_WORKING_BYTES_PER_VOXEL = 6  # per input voxel beyond its own bytes: float32 copy, mask, flags
-TARGET_BYTES_PER_VOXEL = 48  # per voxel of the network grid: volume, logits, weights, probabilities
+TARGET_BYTES_PER_VOXEL = 48  # per network-grid voxel: volume, logits, weights, probabilities (~30 measured)

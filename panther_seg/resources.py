@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import LoadedModel, find_checkpoint, load_checkpoint, verify_sha256sums, write_sha256sums
+from .checkpoint import (
+    LoadedModel, check_pipeline_config, find_checkpoint, load_checkpoint, verify_sha256sums, write_sha256sums,
+)
 from .config import CHECKPOINT_SUFFIXES, MODEL_TARBALL_DIR, RESOURCES_DIR, SHA256_FILE_NAME, STATS_FILE_NAME
-from .errors import InputError
+from .errors import FieldError, InputError
 from .stats import NormalisationStats, read_stats_csv
 
 
@@ -51,6 +53,10 @@ def resolve_resources(
 ) -> Resources:
     path = locate_checkpoint(checkpoint, model_dir, resources_dir)
     loaded = load_checkpoint(path, model_config)
+    try:
+        check_pipeline_config(loaded.config)
+    except FieldError as e:
+        raise InputError(path, f"the network cannot segment: {e}") from None
     if stats is not None:
         return Resources(loaded, read_stats_csv(Path(stats)), path, str(stats))
     if loaded.stats is not None:

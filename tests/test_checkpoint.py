@@ -140,8 +140,6 @@ BAD_FIELDS = {  # name: (edit, expected message after "<file>: ")
     "model_config a list": (set_field("model_config", [1, 2]), "field 'model_config': expected a dict of constructor arguments, got a list"),
     "unknown constructor arg": (set_field("model_config.width", 3), "field 'model_config': unknown constructor argument 'width'"),
     "impossible heads": (set_field("model_config.num_heads", [3, 3, 3, 3]), "field 'model_config': the network it builds cannot run"),
-    "two input channels": (set_field("model_config.in_channels", 2), "field 'model_config': in_channels 2"),
-    "two classes": (set_field("model_config.num_classes", 2), "field 'model_config': num_classes 2"),
     "no state_dict": (set_field("state_dict", DELETE), "field 'state_dict': missing"),
     "state_dict a list": (set_field("state_dict", [1]), "field 'state_dict': expected a dict of tensors, got a list"),
     "NaN weight": (lambda p: p["state_dict"]["decoder.cls.bias"].fill_(NAN), "checkpoint has NaN or infinite weights (1 tensors: decoder.cls.bias)"),
@@ -187,12 +185,12 @@ def test_a_resource_without_the_optional_fields_still_loads(tmp_path, small_chec
 
 
 def test_a_network_configuration_of_absurd_size_costs_no_memory(tmp_path, small_checkpoint):
-    """Built on the meta device first: a config of 10^5-wide layers is refused by shape, not by OOM."""
+    """Built on the meta device first: a config of 10^5-wide layers is refused by size, not by OOM."""
     payload = resource_payload(small_checkpoint)
     payload["model_config"]["embed_dims"] = [100_000, 100_000, 100_000, 100_000]
     payload["model_config"]["num_heads"] = [1, 1, 1, 1]
     torch.save(payload, tmp_path / "wide.pt")
-    with pytest.raises(InputError, match="does not match the SegFormer3D network"):
+    with pytest.raises(InputError, match=r"field 'model_config': a network of 2,182,588,643,608 parameters does not fit a 15 GiB"):
         load_checkpoint(tmp_path / "wide.pt")
 
 
@@ -213,3 +211,17 @@ def test_each_bad_statistics_field_is_one_line_naming_file_and_field(row, messag
     with pytest.raises(InputError) as e:
         read_stats_csv(path)
     assert str(e.value).startswith(f"{path}: statistics file malformed: {message}"), str(e.value)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"in_channels": 2}, "the network cannot segment: field 'model_config': in_channels 2: the pipeline feeds one MRI channel"),
+    ({"num_classes": 2}, "the network cannot segment: field 'model_config': num_classes 2: the pipeline reads the tumour (1)"),
+])
+def test_a_network_that_loads_but_cannot_segment_is_refused_for_inference(change, message, tmp_path):
+    config = {**SMALL_CONFIG, **change}
+    model = SegFormer3D(**config)
+    save_resource(tmp_path / "other.pt", model, config, PANTHER_STATS, class_names=tuple(f"c{i}" for i in range(config.get("num_classes", 3))))
+    assert load_checkpoint(tmp_path / "other.pt").config["num_classes" if "num_classes" in change else "in_channels"] == 2
+    with pytest.raises(InputError) as e:
+        resolve_resources(tmp_path / "other.pt")
+    assert str(e.value).startswith(f"{tmp_path / 'other.pt'}: {message}")

@@ -253,15 +253,13 @@ def test_the_mask_is_readable_by_others_like_any_output_file(tmp_path, small_che
 
 
 @pytest.fixture(scope="module")
-def unprivileged(tmp_path_factory, small_checkpoint):
+def unprivileged(small_checkpoint):
     """A world-traversable folder, a copy of the checkpoint in it, and a context in which file
     permissions apply: as root, the effective user becomes 'nobody' (reversibly). 'nobody' may
     not be able to read the Python installation, so one full run first imports every module."""
-    folder = tmp_path_factory.mktemp("perm")
-    for parent in (folder, *folder.parents):
-        if parent == Path(tempfile.gettempdir()):
-            break
-        os.chmod(parent, os.stat(parent).st_mode | 0o755)
+    # not under pytest's own temporary root: pytest keeps that 0700 (and resets it, in any session)
+    folder = Path(tempfile.mkdtemp(prefix="panther-perm-"))
+    os.chmod(folder, 0o755)
     shutil.copy(small_checkpoint, folder / "small.pt")
     os.chmod(folder / "small.pt", 0o644)
     write_image(folder / "warm" / "w.mha", blob_volume((8, 16, 16)))
@@ -278,7 +276,8 @@ def unprivileged(tmp_path_factory, small_checkpoint):
         finally:
             os.seteuid(0)
 
-    return folder, folder / "small.pt", as_user
+    yield folder, folder / "small.pt", as_user
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def one_error_line(err: str) -> str:

@@ -154,7 +154,8 @@ def _format(value: Any, _: dict[str, Any]) -> str:
 
 def _version(value: Any, _: dict[str, Any]) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value not in SUPPORTED_RESOURCE_VERSIONS:
-        raise FieldError("version", f"{value!r} is not a version this code reads ({', '.join(map(str, SUPPORTED_RESOURCE_VERSIONS))})")
+        supported = ", ".join(map(str, SUPPORTED_RESOURCE_VERSIONS))
+        raise FieldError("version", f"{value!r} is not a version this code reads ({supported})")
     return value
 
 
@@ -183,11 +184,13 @@ def _training_direction(value: Any, _: dict[str, Any]) -> np.ndarray:
     except (TypeError, ValueError):
         raise FieldError("training_direction", f"expected 9 numbers, got {value!r}"[:200]) from None
     if matrix.size != 9 or not np.all(np.isfinite(matrix)):
-        raise FieldError("training_direction", f"expected 9 finite numbers (a 3 x 3 matrix), got {matrix.size}: {matrix.ravel().tolist()}"[:200])
+        raise FieldError("training_direction",
+                         f"expected 9 finite numbers (a 3 x 3 matrix), got {matrix.size}: {matrix.ravel().tolist()}"[:200])
     matrix = matrix.reshape(3, 3)
     error = float(np.abs(matrix.T @ matrix - np.eye(3)).max())
     if error > DIRECTION_TOLERANCE:
-        raise FieldError("training_direction", f"not orthonormal (max |D^T D - I| = {error:.3g}, tolerance {DIRECTION_TOLERANCE:g})")
+        raise FieldError("training_direction",
+                         f"not orthonormal (max |D^T D - I| = {error:.3g}, tolerance {DIRECTION_TOLERANCE:g})")
     return matrix
 
 

@@ -1,7 +1,9 @@
 """Command line: grand-challenge mode (``/input`` -> ``/output``) and a batch mode for users.
 
-Every failure the user can fix ends in one line ``error: <file>: <problem>`` on stderr and a
-non-zero exit; masks are written atomically, so a failed run leaves no output file behind.
+Every failure the user can fix ends in one line ``error: <file>: <problem>`` on stderr and exit
+status 1: bad images, checkpoints and statistics, file permissions, read-only or full output
+locations, a case over the memory limit (``--memory-limit``). Masks are written atomically and
+verified, so a failed run leaves no output file behind.
 """
 from __future__ import annotations
 
@@ -14,12 +16,13 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from .checkpoint import check_model_config, check_pipeline_config
 from .config import FAST_OVERLAP, GC_INPUT_ROOT, GC_OUTPUT_NAME, GC_OUTPUT_ROOT, GC_OUTPUT_SUBDIR, OVERLAP, WINDOW
 from .config import MEMORY_LIMIT_ENV, MEMORY_LIMIT_GIB
 from .device import describe, select_device
-from .checkpoint import check_model_config, check_pipeline_config
 from .errors import FieldError, InputError
-from .image_io import case_id, check_output_location, find_gc_input, has_image_suffix, list_folder, read_image, write_image_atomic
+from .image_io import case_id, check_output_location, find_gc_input, has_image_suffix, list_folder, read_image
+from .image_io import write_image_atomic
 from .limits import memory_limit, set_memory_limit
 from .pipeline import Segmenter, Timings, peak_memory
 from .resources import resolve_resources

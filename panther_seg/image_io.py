@@ -45,7 +45,8 @@ class Header:
     def of(cls, source: sitk.ImageFileReader | sitk.Image) -> "Header":
         if isinstance(source, sitk.Image):
             components, component_bytes = source.GetNumberOfComponentsPerPixel(), source.GetSizeOfPixelComponent()
-            return cls(source.GetDimension(), source.GetSize(), source.GetSpacing(), source.GetDirection(), components, component_bytes)
+            return cls(source.GetDimension(), source.GetSize(), source.GetSpacing(), source.GetDirection(),
+                       components, component_bytes)
         component_bytes = sitk.Image([1, 1], source.GetPixelID()).GetSizeOfPixelComponent()
         # The header's own values; reading the voxels then turns a negative spacing into a flipped
         # axis (ITK's ImageFileReader does), so do the same here to judge what will be read.

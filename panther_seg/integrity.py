@@ -149,7 +149,8 @@ def _verify_meta(path: Path) -> None:
         source, offset = path, header_end
     else:
         if data_file.split()[0] == "LIST" or len(data_file.split()) > 1 or "%" in data_file:
-            raise InputError(path, f"multi-file MetaImage data (ElementDataFile = {data_file}) is not supported: convert it to one .mha")
+            raise InputError(path, f"multi-file MetaImage data (ElementDataFile = {data_file}) is not supported: "
+                                   "convert it to one .mha")
         source = path.parent / data_file
         if not source.is_file():
             raise DamagedData(path, f"its voxel data file {data_file} is missing")
@@ -167,7 +168,8 @@ def _verify_meta(path: Path) -> None:
         except ValueError:
             raise InputError(path, "MetaImage header has a malformed CompressedDataSize") from None
         if stream is not None and (stream <= 0 or stream > size - max(offset, 0)):
-            raise DamagedData(path, f"{what} is truncated: {size - max(offset, 0)} bytes where CompressedDataSize declares {stream}")
+            raise DamagedData(path, f"{what} is truncated: {size - max(offset, 0)} bytes where CompressedDataSize "
+                                    f"declares {stream}")
         with open(source, "rb") as f:
             f.seek(offset)
             have = _inflated_length(f, path, zlib.MAX_WBITS, what, stream)

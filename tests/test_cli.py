@@ -357,9 +357,8 @@ def test_a_bad_model_config_names_its_file(content, problem, tmp_path, small_che
     assert one_error_line(capsys.readouterr().err).startswith(f"error: {config}: {problem}")
 
 
-def run_process(args: list[str], preexec=None, prefix: list[str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*(prefix or []), sys.executable, "process.py", *args], cwd=ROOT, capture_output=True, text=True,
-                          preexec_fn=preexec)
+def run_process(args: list[str], preexec=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "process.py", *args], cwd=ROOT, capture_output=True, text=True, preexec_fn=preexec)
 
 
 def test_a_write_error_leaves_no_file_and_one_line(tmp_path, small_checkpoint):

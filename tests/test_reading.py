@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from fuzz_cases import cut, meta_field, scramble_middle, source_image, write
+from fuzz_cases import cut, meta_field, rotation_z, scramble_middle, source_image, write
 from panther_seg import image_io
 from panther_seg.config import DIRECTION_TOLERANCE, SPACING_RANGE_MM
 from panther_seg.errors import InputError
@@ -175,3 +175,35 @@ def test_geometry_is_refused_before_the_voxels_are_read(src, tmp_path):
     cut(path, 0.9)
     with pytest.raises(InputError, match="not orthonormal"):
         read_image(path)
+
+
+# --- writing ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".mha", ".nii.gz", ".nii", ".nrrd"])
+def test_a_mask_on_an_oblique_far_off_grid_is_written_in_every_format(suffix, src, tmp_path):
+    """The read-back check allows the format's own precision (NIfTI: float32 geometry)."""
+    tilt = np.array([[1, 0, 0], [0, np.cos(0.3), -np.sin(0.3)], [0, np.sin(0.3), np.cos(0.3)]])
+    mask = sitk.Cast(src > 100, sitk.sitkUInt8)
+    mask.SetDirection(tuple((rotation_z(33.3) @ tilt).ravel()))
+    mask.SetOrigin((-118.123456789, 93.987654321, 1e5 + 0.123456))
+    mask.SetSpacing((0.7812345, 0.7812345, 3.3))
+    path = tmp_path / f"mask{suffix}"
+    image_io.write_image_atomic(mask, path)
+    back = sitk.ReadImage(str(path))
+    assert np.array_equal(sitk.GetArrayViewFromImage(back), sitk.GetArrayViewFromImage(mask))
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_a_file_that_reads_back_wrong_is_not_renamed_into_place(src, tmp_path, monkeypatch):
+    """A writer that silently writes the wrong thing (here: a flipped copy) leaves no output."""
+    real_write = sitk.WriteImage
+
+    def flipped_write(image: sitk.Image, name: str, useCompression: bool) -> None:
+        real_write(sitk.Flip(image, [True, False, False]), name, useCompression)
+
+    monkeypatch.setattr(image_io.sitk, "WriteImage", flipped_write)
+    mask = sitk.Cast(src > 100, sitk.sitkUInt8)
+    with pytest.raises(InputError, match="mask.mha: cannot write the mask: the file read back differs from the mask"):
+        image_io.write_image_atomic(mask, tmp_path / "mask.mha")
+    assert list(tmp_path.iterdir()) == []

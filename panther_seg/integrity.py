@@ -28,13 +28,6 @@ import numpy as np
 from .errors import InputError
 
 CHUNK = 1 << 20
-
-
-class DamagedData(InputError):
-    """The voxel data is missing, unreadable, shorter than declared, or damaged where compressed
-    (as opposed to a header this module does not understand, which is ITK's to judge)."""
-
-
 HEADER_LIMIT = 1 << 20  # text headers longer than this are not headers
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -44,6 +37,11 @@ META_TYPE_BYTES = {
     "MET_INT": 4, "MET_UINT": 4, "MET_LONG": 4, "MET_ULONG": 4, "MET_LONG_LONG": 8,
     "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8,
 }
+
+
+class DamagedData(InputError):
+    """The voxel data is missing, unreadable, shorter than declared, or damaged where compressed
+    (as opposed to a header this module does not understand, which is ITK's to judge)."""
 
 
 class CapturedStderr:
@@ -167,6 +165,8 @@ def _verify_meta(path: Path) -> None:
             stream = int(fields["CompressedDataSize"]) if "CompressedDataSize" in fields else None
         except ValueError:
             raise InputError(path, "MetaImage header has a malformed CompressedDataSize") from None
+        if offset < 0:
+            raise InputError(path, "MetaImage header has HeaderSize = -1 (data at the end) for compressed data")
         if stream is not None and (stream <= 0 or stream > size - max(offset, 0)):
             raise DamagedData(path, f"{what} is truncated: {size - max(offset, 0)} bytes where CompressedDataSize "
                                     f"declares {stream}")

@@ -1,7 +1,9 @@
 """Command line: grand-challenge mode (``/input`` -> ``/output``) and a batch mode for users.
 
-Every failure the user can fix ends in one line ``error: <file>: <problem>`` on stderr and a
-non-zero exit; masks are written atomically, so a failed run leaves no output file behind.
+Every failure the user can fix ends in one line ``error: <file>: <problem>`` on stderr and exit
+status 1: bad images, checkpoints and statistics, file permissions, read-only or full output
+locations, a case over the memory limit (``--memory-limit``). Masks are written atomically and
+verified, so a failed run leaves no output file behind.
 """
 from __future__ import annotations
 
@@ -14,13 +16,16 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from .checkpoint import check_model_config, check_pipeline_config
 from .config import (
-    FAST_OVERLAP, GC_INPUT_ROOT, GC_OUTPUT_NAME, GC_OUTPUT_ROOT, GC_OUTPUT_SUBDIR, NORMALISATIONS, ORIENTATIONS,
-    OVERLAP, RESAMPLINGS,
+    FAST_OVERLAP, GC_INPUT_ROOT, GC_OUTPUT_NAME, GC_OUTPUT_ROOT, GC_OUTPUT_SUBDIR, MEMORY_LIMIT_ENV, MEMORY_LIMIT_GIB,
+    NORMALISATIONS, ORIENTATIONS, OVERLAP, RESAMPLINGS,
 )
 from .device import describe, select_device
-from .errors import InputError
-from .image_io import case_id, find_gc_input, has_image_suffix, read_image, write_image_atomic
+from .errors import FieldError, InputError
+from .image_io import case_id, check_output_location, find_gc_input, has_image_suffix, list_folder, read_image
+from .image_io import write_image_atomic
+from .limits import memory_limit, set_memory_limit
 from .pipeline import Segmenter, Timings, peak_memory
 from .preprocessing import PreprocessingOptions
 from .resources import Resources, resolve_resources
@@ -73,6 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--checkpoint", type=Path, help="checkpoint to use instead of /opt/ml/model or resources/")
     p.add_argument("--stats", type=Path, help="mri_statistics.csv to use instead of the checkpoint's")
     p.add_argument("--model-config", type=Path, help="JSON of SegFormer3D constructor arguments, for checkpoints that record none")
+    p.add_argument("--memory-limit", type=float, metavar="GIB",
+                   help=f"refuse cases estimated to need more memory (default ${MEMORY_LIMIT_ENV}, else {MEMORY_LIMIT_GIB:g})")
     args = p.parse_args(argv)
     if args.batch and args.output_dir is None:
         p.error("--batch needs --output-dir")
@@ -80,6 +87,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--overlap must be in [0, 1)")
     if args.batch_size is not None and args.batch_size < 1:
         p.error("--batch-size must be at least 1")
+    if args.memory_limit is not None and not 0 < args.memory_limit < float("inf"):
+        p.error("--memory-limit must be a positive number of GiB")
     return args
 
 
@@ -123,10 +132,19 @@ def describe_image(path: Path, image: sitk.Image) -> str:
 
 def segment_file(segmenter: Segmenter, src: Path, dst: Path) -> dict[str, float]:
     timings = Timings()
+    check_output_location(dst)
     with timings.stage("read"):
         image = read_image(src)
     log.info(describe_image(src, image))
-    mask = segmenter.segment(image, timings, source=src).tumour
+    try:
+        mask = segmenter.segment(image, timings, source=src).tumour
+    except InputError as e:
+        if e.path is None:  # raised where the file is not known (e.g. the network grid's budget)
+            raise InputError(src, e.problem) from None
+        raise
+    except MemoryError:
+        raise InputError(src, "out of memory while segmenting: lower --memory-limit (or "
+                              f"${MEMORY_LIMIT_ENV}) to the memory this machine has") from None
     with timings.stage("write"):
         write_image_atomic(mask, dst)
     log.info("wrote %s", dst)
@@ -137,7 +155,7 @@ def batch_inputs(paths: list[Path]) -> list[Path]:
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and has_image_suffix(p))
+            found = sorted(p for p in list_folder(path) if p.is_file() and has_image_suffix(p))
             if not found:
                 raise InputError(path, "folder holds no image file (.mha, .nii, .nii.gz, .nrrd)")
             files += found
@@ -168,6 +186,21 @@ def run_batch(segmenter: Segmenter, args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def read_model_config(path: Path) -> dict:
+    """--model-config: a JSON object of SegFormer3D constructor arguments."""
+    try:
+        config = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise InputError(path, f"cannot read: {e.strerror or e}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(path, f"not valid JSON: {e}") from None
+    try:
+        check_pipeline_config(check_model_config(config, run=True))
+        return config
+    except FieldError as e:
+        raise InputError(path, e.problem) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     configure_logging()
     keep_freed_memory()
@@ -176,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = select_device(args.device)
         log.info(describe(device))
-        config = json.loads(args.model_config.read_text()) if args.model_config else None
+        set_memory_limit(args.memory_limit)
+        config = read_model_config(args.model_config) if args.model_config else None
         resources = resolve_resources([args.checkpoint] if args.checkpoint else None, args.stats, config)
         settings = settings_from(args, device, resources)
         preprocessing = preprocessing_from(args, resources)
@@ -188,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                  settings.overlap, 2 ** len(settings.mirror_axes), settings.batch_size, settings.fp16, preprocessing.to_dict())
         log.info(describe_departures(settings, preprocessing))
         segmenter = Segmenter(resources, settings, preprocessing)
+        log.info("memory limit %g GiB (%s)", *memory_limit())
         if args.batch:
             status = run_batch(segmenter, args)
         else:
@@ -197,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         log.error("error: %s", e)
         return 1
-    except (OSError, json.JSONDecodeError) as e:
-        log.error("error: %s", e)
+    except OSError as e:  # not met above: name the file all the same
+        log.error("error: %s: %s", e.filename or "?", e.strerror or e)
         return 1
     log.info("total %.2f s; %s", time.perf_counter() - start, peak_memory())
     return status

@@ -48,3 +48,14 @@ MIN_COMPONENT_MM3 = 50.0
 MIN_COMPONENT_FRACTION = 0.0005  # of the total predicted volume
 SECOND_COMPONENT_RATIO = 0.2
 PANCREAS_MARGIN_MM = 6.0
+
+# input sanity (checked on the header, before any voxel is read)
+SPACING_RANGE_MM = (0.01, 100.0)  # plausible voxel spacing; outside it is a unit error (m, um) or a broken header
+DIRECTION_TOLERANCE = 1e-3  # max |D^T D - I|: direction cosines must be orthonormal to this
+
+# memory budget (panther_seg/limits.py): grand-challenge gives 16 GiB, 1 GiB of it reserved
+MEMORY_LIMIT_ENV = "PANTHER_MEMORY_LIMIT_GIB"
+MEMORY_LIMIT_GIB = 15.0  # what one run may use in all, unless --memory-limit or the variable says otherwise
+RUNTIME_RESERVE_GIB = 2.0  # interpreter, torch, the network before any image (1.5 GiB measured on the CPU)
+INPUT_WORKING_BYTES_PER_VOXEL = 6  # per input voxel beyond its own bytes: float32 copy, mask, flags
+TARGET_BYTES_PER_VOXEL = 48  # per network-grid voxel: volume, logits, weights, probabilities (~30 measured)

@@ -11,3 +11,13 @@ class InputError(Exception):
         self.path = path
         self.problem = problem
         super().__init__(f"{path}: {problem}" if path is not None else problem)
+
+
+class FieldError(ValueError):
+    """One metadata field (of a checkpoint or statistics file) that cannot be used; the loader
+    turns it into an ``InputError`` naming the file and the field."""
+
+    def __init__(self, field: str, problem: str):
+        self.field = field
+        self.problem = problem
+        super().__init__(f"field '{field}': {problem}")

@@ -25,6 +25,7 @@ import SimpleITK as sitk
 from .config import NORMALISATIONS, ORIENTATIONS, RESAMPLINGS, ZSCORE_EPSILON
 from .errors import InputError
 from .geometry import Grid, reorient
+from .limits import check_target_grid
 from .stats import NormalisationStats
 
 IDENTITY = np.eye(3)
@@ -107,7 +108,8 @@ def zscore(volume: np.ndarray, over: str = NORMALISATIONS[0], source: object = N
         if std * scale < MIN_INTENSITY_SPREAD:
             raise InputError(source, f"intensity spread too small to normalise (std {std * scale:.3g} of the voxels used; at least {MIN_INTENSITY_SPREAD:g} needed): rescale the image")
         v = (v / scale - mean) / (std + ZSCORE_EPSILON / scale)
-    out = v.astype(np.float32)
+    with np.errstate(over="ignore"):  # checked on the next line
+        out = v.astype(np.float32)
     if not np.all(np.isfinite(out)):
         raise InputError(source, "intensities outside the float32 range and nothing to normalise them by (no voxel > 0)")
     return out
@@ -142,6 +144,7 @@ def preprocess_image(
     ``options.orientation == "training"``; ``source`` names the image in error messages."""
     image = oriented(image, options, direction)
     grid = network_grid(image, stats.target_spacing(), options.resample)
+    check_target_grid(source, grid.size, image.GetSize(), image.GetSizeOfPixelComponent())
     if grid != Grid.of(image) or options.resample == "always":
         image = resample_onto(image, grid, sitk.sitkBSpline)
     volume = sitk.GetArrayViewFromImage(image)

@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from .checkpoint import LoadedModel, ModelContract, load_checkpoint, verify_sha256sums, write_sha256sums
+from .checkpoint import (
+    LoadedModel, ModelContract, check_pipeline_config, load_checkpoint, verify_sha256sums, write_sha256sums,
+)
 from .config import CHECKPOINT_SUFFIXES, MODEL_TARBALL_DIR, RESOURCES_DIR, SHA256_FILE_NAME, STATS_FILE_NAME
-from .errors import InputError
+from .errors import FieldError, InputError
 from .stats import NormalisationStats, read_stats_csv
 
 
@@ -93,6 +95,11 @@ def resolve_resources(
 ) -> Resources:
     paths = locate_checkpoints(checkpoints, model_dir, resources_dir)
     members = [load_checkpoint(p, model_config) for p in paths]
+    for member, path in zip(members, paths):
+        try:
+            check_pipeline_config(member.config)
+        except FieldError as e:
+            raise InputError(path, f"the network cannot segment: {e}") from None
     check_ensemble(members, paths)
     if stats is not None:
         return Resources(members, read_stats_csv(Path(stats)), paths, str(stats))

@@ -2,8 +2,14 @@
 input ending in one clear line, a non-zero exit and no output file."""
 from __future__ import annotations
 
+import contextlib
+import os
+import resource
+import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -152,7 +158,7 @@ def bad_inputs() -> dict[str, tuple]:
         "several mri folders": (folders("t1-mri", "t2-mri"), "several MRI folders"),
         "two images": (folders("abdominal-t1-mri", files=2), "2 image files"),
         "unreadable file": (gc_file("x.mha", b"garbage that is not an image"), "cannot read image"),
-        "truncated file": (truncated, "cannot read image"),
+        "truncated file": (truncated, "truncated"),
         "2D image": (image_of(lambda: sitk.GetImageFromArray(np.arange(100, dtype=np.int16).reshape(10, 10))), "2D image"),
         "4D image": (image_of(lambda: sitk.JoinSeries([sitk.GetImageFromArray(blob_volume((4, 8, 8), i)) for i in range(2)])), "4D image"),
         "multi-component": (image_of(lambda: sitk.GetImageFromArray(np.arange(4 * 5 * 6 * 3, dtype=np.int16).reshape(4, 5, 6, 3), isVector=True)), "multi-component"),
@@ -243,3 +249,157 @@ def test_the_mask_is_readable_by_others_like_any_output_file(tmp_path, small_che
     inp = gc_input(tmp_path / "input", blob_volume((16, 48, 64)))
     assert run(["--input-root", str(inp), "--output-root", str(tmp_path / "o"), "--checkpoint", str(small_checkpoint), "--fast"], capsys)[0] == 0
     assert (tmp_path / "o" / GC_OUT).stat().st_mode & 0o044 == 0o044
+
+
+# --- one error format for what the operating system refuses ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def unprivileged(small_checkpoint):
+    """A world-traversable folder, a copy of the checkpoint in it, and a context in which file
+    permissions apply: as root, the effective user becomes 'nobody' (reversibly). 'nobody' may
+    not be able to read the Python installation, so one full run first imports every module."""
+    # not under pytest's own temporary root: pytest keeps that 0700 (and resets it, in any session)
+    folder = Path(tempfile.mkdtemp(prefix="panther-perm-"))
+    os.chmod(folder, 0o755)
+    shutil.copy(small_checkpoint, folder / "small.pt")
+    os.chmod(folder / "small.pt", 0o644)
+    write_image(folder / "warm" / "w.mha", blob_volume((8, 16, 16)))
+    assert main(["--batch", str(folder / "warm"), "--output-dir", str(folder / "warm-out"), "--checkpoint", str(folder / "small.pt"), "--fast"]) == 0
+
+    @contextlib.contextmanager
+    def as_user():
+        if os.geteuid() != 0:
+            yield
+            return
+        os.seteuid(65534)
+        try:
+            yield
+        finally:
+            os.seteuid(0)
+
+    yield folder, folder / "small.pt", as_user
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def permission_cases(folder: Path, checkpoint: Path) -> dict[str, tuple]:
+    """name -> (what to make unreadable or unwritable, argv, expected line)."""
+    image = folder / "in" / "x.mha"
+    mhd = folder / "mhd" / "y.mhd"
+    stats, config = folder / "mri_statistics.csv", folder / "config.json"
+    masks = folder / "masks"
+    batch = ["--batch", str(image), "--output-dir", str(masks), "--checkpoint", str(checkpoint), "--fast"]
+    return {
+        "unreadable image": (image, batch, f"error: {image}: cannot read: Permission denied"),
+        "unreadable raw data": (mhd.with_suffix(".raw"), ["--batch", str(mhd), "--output-dir", str(masks), "--checkpoint", str(checkpoint)],
+                                f"error: {mhd}: cannot read {mhd.with_suffix('.raw')}: Permission denied"),
+        "unlistable input folder": (folder / "gc" / "images" / "abdominal-t1-mri", ["--input-root", str(folder / "gc"), "--output-root", str(masks), "--checkpoint", str(checkpoint)],
+                                    f"error: {folder / 'gc' / 'images' / 'abdominal-t1-mri'}: cannot list the folder: Permission denied"),
+        "unwritable output folder": (masks, batch, f"error: {masks}: output location is not writable (permission denied)"),
+        "unreadable checkpoint": (checkpoint, batch, f"error: {checkpoint}: cannot read checkpoint: Permission denied"),
+        "unreadable statistics": (stats, batch + ["--stats", str(stats)], f"error: {stats}: statistics file unreadable: Permission denied"),
+        "unreadable model config": (config, batch + ["--model-config", str(config)], f"error: {config}: cannot read: Permission denied"),
+    }
+
+
+@pytest.mark.parametrize("name", list(permission_cases(Path("/f"), Path("/c"))))
+def test_permission_problems_are_one_line_naming_the_file(name, unprivileged, capsys):
+    folder, checkpoint, as_user = unprivileged
+    for sub in ("in", "mhd", "gc", "masks"):
+        shutil.rmtree(folder / sub, ignore_errors=True)
+    write_image(folder / "in" / "x.mha", blob_volume((8, 16, 16)))
+    (folder / "mhd").mkdir()
+    sitk.WriteImage(sitk.ReadImage(str(folder / "in" / "x.mha")), str(folder / "mhd" / "y.mhd"))
+    write_image(folder / "gc" / "images" / "abdominal-t1-mri" / "z.mha", blob_volume((8, 16, 16)))
+    write_stats_csv(PANTHER_STATS, folder / "mri_statistics.csv")
+    (folder / "config.json").write_text("{}")
+    (folder / "masks").mkdir()
+    os.chmod(folder / "masks", 0o777)
+    target, argv, expected = permission_cases(folder, checkpoint)[name]
+    os.chmod(target, 0o555 if target.is_dir() and name == "unwritable output folder" else 0)
+    try:
+        with as_user():
+            code = main(argv)
+    finally:
+        os.chmod(target, 0o755 if target.is_dir() else 0o644)
+    assert code == 1
+    assert one_error_line(capsys.readouterr().err) == expected
+    assert files_under(folder / "masks") == []
+
+
+def test_output_under_a_file_or_onto_a_folder_is_refused_before_the_work(tmp_path, small_checkpoint, capsys):
+    inp = gc_input(tmp_path / "input", blob_volume((8, 16, 16)))
+    (tmp_path / "plain.txt").write_text("a file, not a folder")
+    code = main(["--input-root", str(inp), "--output-root", str(tmp_path / "plain.txt" / "out"), "--checkpoint", str(small_checkpoint)])
+    assert code == 1 and one_error_line(capsys.readouterr().err) == f"error: {tmp_path / 'plain.txt'}: is not a folder: the output cannot be written under it"
+    (tmp_path / "o" / GC_OUT).mkdir(parents=True)
+    code = main(["--input-root", str(inp), "--output-root", str(tmp_path / "o"), "--checkpoint", str(small_checkpoint)])
+    assert code == 1 and one_error_line(capsys.readouterr().err) == f"error: {tmp_path / 'o' / GC_OUT}: output path is a folder"
+
+
+@pytest.mark.parametrize("content,problem", [
+    ('{"embed_dims": [8, 16, 32, 64],', "not valid JSON: Expecting"),
+    ("[8, 16, 32, 64]", "expected a dict of constructor arguments, got a list"),
+    ('{"embed_dim": 8}', "unknown constructor argument 'embed_dim'"),
+    ('{"num_heads": [3, 3, 3, 3]}', "the network it builds cannot run (RuntimeError"),
+    ("\udcff", "not valid JSON"),
+])
+def test_a_bad_model_config_names_its_file(content, problem, tmp_path, small_checkpoint, capsys):
+    config = tmp_path / "config.json"
+    config.write_bytes(content.encode("utf-8", "surrogateescape"))
+    inp = gc_input(tmp_path / "input", blob_volume((8, 16, 16)))
+    code = main(["--input-root", str(inp), "--output-root", str(tmp_path / "o"), "--checkpoint", str(small_checkpoint), "--model-config", str(config)])
+    assert code == 1
+    assert one_error_line(capsys.readouterr().err).startswith(f"error: {config}: {problem}")
+
+
+def run_process(args: list[str], preexec=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "process.py", *args], cwd=ROOT, capture_output=True, text=True, preexec_fn=preexec)
+
+
+def test_a_write_error_leaves_no_file_and_one_line(tmp_path, small_checkpoint):
+    """The operating system refuses the write itself (a file-size limit of 100 bytes: EFBIG, as
+    a full disk's ENOSPC): the temporary file is removed and nothing is renamed into place."""
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write() instead of a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100, 100))
+
+    inp = gc_input(tmp_path / "input", blob_volume((16, 48, 64)))
+    out = tmp_path / "out"
+    done = run_process(["--input-root", str(inp), "--output-root", str(out), "--checkpoint", str(small_checkpoint), "--fast",
+                        "--device", "cpu"], preexec=limit_file_size)
+    assert done.returncode == 1
+    line = one_error_line(done.stderr)
+    assert line.startswith(f"error: {out / GC_OUT}: cannot write the mask: "), line
+    assert files_under(out) == []
+
+
+def test_a_full_disk_and_a_read_only_file_system_are_one_line_each(tmp_path, small_checkpoint):
+    """Real file systems: a read-only tmpfs, and a tmpfs filled up (a private mount namespace;
+    skipped where unprivileged user namespaces are not allowed)."""
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs unshare -rm (a private mount namespace) to mount a tiny tmpfs")
+    read_only, full = tmp_path / "ro", tmp_path / "full"
+    read_only.mkdir(), full.mkdir()
+    image = tmp_path / "x.mha"
+    write_image(image, blob_volume((16, 48, 64)))
+    common = ["--checkpoint", str(small_checkpoint), "--fast", "--device", "cpu"]
+    driver = (f"import sys; from panther_seg.cli import main; "
+              f"print(main(['--batch', {str(image)!r}, '--output-dir', {str(read_only / 'masks')!r}, *{common!r}]), "
+              f"main(['--batch', {str(image)!r}, '--output-dir', {str(full)!r}, *{common!r}]), 'left:', sorted(__import__('os').listdir({str(full)!r})))")
+    shell = ('mount -t tmpfs -o ro,size=1m tmpfs "$1" && mount -t tmpfs -o size=64k tmpfs "$2" && '
+             '{ dd if=/dev/zero of="$2/filler" bs=4k 2>/dev/null; true; } && exec "$3" -c "$4"')
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", shell, "sh", str(read_only), str(full), sys.executable, driver],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.stdout.strip().splitlines()[-1] == "1 1 left: ['filler']", done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines == [
+        f"error: {read_only}: output location is not writable (read-only file system)",
+        f"error: {full / 'x.mha'}: cannot write the mask: No space left on device",
+    ], done.stderr

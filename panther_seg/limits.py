@@ -1,0 +1,99 @@
+"""The memory budget: a case is refused before its memory is allocated, not killed after.
+
+grand-challenge runs the container with 16 GiB of RAM (1 GiB reserved) and kills it without a
+message when it goes over. So the size an image header declares, and the size of the grid the
+network will see after resampling, are turned into an estimate of the run's peak memory and
+compared with a limit: ``--memory-limit GIB``, else ``$PANTHER_MEMORY_LIMIT_GIB``, else 15 GiB.
+
+estimate = runtime reserve (interpreter, torch, network, CUDA context)
+         + input voxels x (bytes per voxel + working bytes per input voxel)
+         + network-grid voxels x bytes per network-grid voxel
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+from .config import (
+    INPUT_WORKING_BYTES_PER_VOXEL,
+    MEMORY_LIMIT_ENV,
+    MEMORY_LIMIT_GIB,
+    RUNTIME_RESERVE_GIB,
+    TARGET_BYTES_PER_VOXEL,
+)
+from .errors import InputError
+
+GIB = 2**30
+_override_gib: float | None = None
+
+
+def set_memory_limit(gib: float | None) -> None:
+    """The command line's ``--memory-limit`` (None: the environment variable or the default)."""
+    if gib is not None and not (math.isfinite(gib) and gib > 0):
+        raise ValueError(f"memory limit must be a positive number of GiB, got {gib}")
+    global _override_gib
+    _override_gib = gib
+
+
+def memory_limit() -> tuple[float, str]:
+    """The limit in GiB and where it comes from (for the refusal message)."""
+    if _override_gib is not None:
+        return _override_gib, "--memory-limit"
+    text = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
+    if text:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not (math.isfinite(value) and value > 0):
+            raise InputError(MEMORY_LIMIT_ENV, f"environment variable must be a positive number of GiB, got {text!r}")
+        return value, f"${MEMORY_LIMIT_ENV}"
+    return MEMORY_LIMIT_GIB, f"default; set ${MEMORY_LIMIT_ENV} or --memory-limit to change it"
+
+
+def voxels(size_xyz: Sequence[int]) -> int:
+    return math.prod(int(s) for s in size_xyz)
+
+
+def input_bytes(size_xyz: Sequence[int], bytes_per_voxel: int) -> int:
+    """Memory the input image costs in the pipeline: itself plus its working copies."""
+    return voxels(size_xyz) * (int(bytes_per_voxel) + INPUT_WORKING_BYTES_PER_VOXEL)
+
+
+def target_bytes(size_xyz: Sequence[int]) -> int:
+    """Memory the network grid costs: the normalised volume, logits, weights, probabilities."""
+    return voxels(size_xyz) * TARGET_BYTES_PER_VOXEL
+
+
+def _check(path: Path | str | None, what: str, estimate: int) -> None:
+    limit_gib, source = memory_limit()
+    total = estimate + RUNTIME_RESERVE_GIB * GIB
+    if total > limit_gib * GIB:
+        raise InputError(
+            path,
+            f"{what} needs about {total / GIB:.1f} GiB of memory, over the limit of {limit_gib:g} GiB ({source})",
+        )
+
+
+def _size_text(size_xyz: Sequence[int]) -> str:
+    return " x ".join(str(int(s)) for s in size_xyz)
+
+
+def check_image_size(path: Path | str | None, size_xyz: Sequence[int], bytes_per_voxel: int) -> None:
+    """Refuse an image whose declared size would not fit, before reading its voxels."""
+    _check(path, f"image of {_size_text(size_xyz)} voxels ({bytes_per_voxel} bytes each)",
+           input_bytes(size_xyz, bytes_per_voxel))
+
+
+def check_target_grid(
+    path: Path | str | None,
+    size_xyz: Sequence[int],
+    input_size_xyz: Sequence[int] | None = None,
+    input_bytes_per_voxel: int = 4,
+) -> None:
+    """Refuse a case whose network grid (after resampling to the target spacing) would not fit,
+    before resampling; the input image, still held, counts too when its size is given."""
+    held = input_bytes(input_size_xyz, input_bytes_per_voxel) if input_size_xyz is not None else 0
+    _check(path, f"network grid of {_size_text(size_xyz)} voxels (x, y, z)", held + target_bytes(size_xyz))

@@ -50,7 +50,15 @@ WORKDIR /opt/app
 RUN mkdir -p /opt/ml/model /input /output && chown user:user /output
 COPY process.py ./
 COPY model/ ./model/
-COPY panther_seg/ ./panther_seg/
+# Only what inference imports (process.py and the smoke check, followed import by import;
+# tests/test_dockerfiles.py keeps this list exact): no training, evaluation or benchmark code.
+COPY panther_seg/__init__.py panther_seg/checkpoint.py panther_seg/cli.py panther_seg/config.py \
+      panther_seg/device.py panther_seg/dice.py panther_seg/errors.py panther_seg/files.py \
+      panther_seg/geometry.py panther_seg/image_io.py panther_seg/integrity.py \
+      panther_seg/limits.py panther_seg/outputs.py panther_seg/pipeline.py \
+      panther_seg/postprocessing.py panther_seg/preprocessing.py panther_seg/resources.py \
+      panther_seg/runtime.py panther_seg/sliding_window.py panther_seg/smoke_check.py \
+      panther_seg/stats.py ./panther_seg/
 COPY resources/ ./resources/
 # Byte-compile the application too (the file system is read-only at run time), and check
 # that the entry point and its imports load in this image.

@@ -238,7 +238,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--spacing", nargs=3, type=float, metavar=("X", "Y", "Z"), default=(1.1875, 1.1875, 3.0))
     p.add_argument("--protocols", nargs="+", choices=("fast", "full"), help="default: fast on CPU, fast and full on GPU")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--checkpoint", type=Path, help="default: the baked resources")
+    p.add_argument("--checkpoint", type=Path, action="append", help="default: the baked resources; repeat for an ensemble")
     p.add_argument("--window-repeats", type=int, default=5)
     p.add_argument("--no-window", action="store_true", help="skip the per-window forward comparison")
     p.add_argument("--nnunet", choices=("off", "fast", "full"), default="fast", help="nnU-Net comparison when nnunetv2 is installed: no mirroring (fast) or 8 mirrorings (full)")
@@ -251,8 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     device = select_device(args.device)
     protocols = args.protocols or (["fast", "full"] if device == "cuda" else ["fast"])
-    resources = resolve_resources([args.checkpoint] if args.checkpoint else None)
-    report: dict[str, Any] = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "device": device, "runs": []}
+    resources = resolve_resources(args.checkpoint)
+    report: dict[str, Any] = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "device": device,
+                              "checkpoints": resources.describe(), "ensemble_members": len(resources.members), "runs": []}
     print(f"machine: {report['machine']}")
     cases = {"custom": (tuple(args.shape), tuple(args.spacing))} if args.shape else {c: CASES[c] for c in args.cases}
     with tempfile.TemporaryDirectory() as tmp:

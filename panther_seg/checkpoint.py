@@ -22,6 +22,7 @@ from .config import (
     CHECKPOINT_SUFFIXES, CLASS_NAMES, DIRECTION_TOLERANCE, PANCREAS, SHA256_FILE_NAME, STATS_FILE_NAME, TUMOUR, WINDOW,
 )
 from .errors import FieldError, InputError
+from .files import atomic_path, write_text_atomic
 from .limits import GIB, memory_limit
 from .preprocessing import PreprocessingOptions
 from .stats import NormalisationStats
@@ -383,9 +384,8 @@ def save_resource(
     }
     if direction is not None:
         payload["training_direction"] = [float(x) for x in direction.ravel()]
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with atomic_path(Path(path)) as tmp:
+        torch.save(payload, tmp)
 
 
 def sha256(path: Path) -> str:
@@ -400,7 +400,7 @@ def write_sha256sums(folder: Path) -> Path:
     """List every checkpoint and statistics file of ``folder`` with its SHA-256."""
     files = sorted(p for p in Path(folder).iterdir() if p.suffix in CHECKPOINT_SUFFIXES or p.name == STATS_FILE_NAME)
     out = Path(folder) / SHA256_FILE_NAME
-    out.write_text("".join(f"{sha256(p)}  {p.name}\n" for p in files))
+    write_text_atomic(out, "".join(f"{sha256(p)}  {p.name}\n" for p in files))
     return out
 
 

@@ -23,10 +23,10 @@ from .config import (
 )
 from .device import describe, select_device
 from .errors import FieldError, InputError
-from .image_io import case_id, check_output_location, find_gc_input, has_image_suffix, list_folder, read_image
-from .image_io import write_image_atomic
+from .image_io import find_gc_input, has_image_suffix, list_folder, read_image
 from .limits import memory_limit, set_memory_limit
-from .pipeline import Segmenter, Timings, peak_memory
+from .outputs import OutputPaths, batch_outputs, check_outputs, gc_outputs, is_mask_path, outputs_beside, write_outputs
+from .pipeline import Extras, Segmenter, Timings, peak_memory
 from .preprocessing import PreprocessingOptions
 from .resources import Resources, resolve_resources
 from .runtime import keep_freed_memory
@@ -51,15 +51,19 @@ def configure_logging() -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="process.py",
+        prog=Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "process.py",
         description="Pancreatic tumour segmentation of T1 contrast-enhanced MRI (PANTHER Task 1).",
-        epilog="Without --batch: grand-challenge mode, one image under INPUT_ROOT/images/*mri*/ -> "
+        epilog="Without -i: grand-challenge mode, one image under INPUT_ROOT/images/*mri*/ -> "
         f"OUTPUT_ROOT/{GC_OUTPUT_SUBDIR}/{GC_OUTPUT_NAME}.",
     )
     p.add_argument("--input-root", type=Path, default=GC_INPUT_ROOT, help="grand-challenge input root (default /input)")
     p.add_argument("--output-root", type=Path, default=GC_OUTPUT_ROOT, help="grand-challenge output root (default /output)")
-    p.add_argument("--batch", nargs="+", type=Path, metavar="PATH", help="batch mode: image files and/or folders of images")
-    p.add_argument("--output-dir", type=Path, help="batch mode: where the masks go (<case>.<input format>)")
+    p.add_argument("-i", "--input", "--batch", dest="inputs", nargs="+", type=Path, metavar="PATH",
+                   help="batch mode: image files and/or folders of images")
+    p.add_argument("-o", "--output", "--output-dir", dest="output", type=Path, metavar="PATH",
+                   help="batch mode: a folder for the masks (<case>.<input format>), or the mask's file name for one input")
+    p.add_argument("--save-pancreas", action="store_true", help="also write the pancreas mask (probability >= 0.5) the post-processing uses")
+    p.add_argument("--save-probabilities", action="store_true", help="also write the tumour and pancreas probability maps (float32, on the input grid)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     departures = p.add_argument_group(
         "departures from the original protocol (docs/protocol.md gives each one's measured effect on the mask)"
@@ -75,14 +79,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     departures.add_argument("--normalise", choices=NORMALISATIONS, help="z-score over the voxels > 0 (positive, original) "
                             "or != 0 (nonzero) (default: the checkpoint's)")
     p.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default 4 on GPU, 1 on CPU; the same result up to rounding)")
-    p.add_argument("--checkpoint", type=Path, help="checkpoint to use instead of /opt/ml/model or resources/")
+    p.add_argument("--checkpoint", type=Path, action="append", help="checkpoint to use instead of /opt/ml/model or resources/; repeat for an ensemble")
     p.add_argument("--stats", type=Path, help="mri_statistics.csv to use instead of the checkpoint's")
     p.add_argument("--model-config", type=Path, help="JSON of SegFormer3D constructor arguments, for checkpoints that record none")
     p.add_argument("--memory-limit", type=float, metavar="GIB",
                    help=f"refuse cases estimated to need more memory (default ${MEMORY_LIMIT_ENV}, else {MEMORY_LIMIT_GIB:g})")
     args = p.parse_args(argv)
-    if args.batch and args.output_dir is None:
-        p.error("--batch needs --output-dir")
+    if args.inputs and args.output is None:
+        p.error("-i/--input needs -o/--output")
+    if args.output is not None and not args.inputs:
+        p.error("-o/--output goes with -i/--input (grand-challenge mode writes under --output-root)")
     if args.overlap is not None and not 0 <= args.overlap < 1:
         p.error("--overlap must be in [0, 1)")
     if args.batch_size is not None and args.batch_size < 1:
@@ -130,14 +136,14 @@ def describe_image(path: Path, image: sitk.Image) -> str:
     )
 
 
-def segment_file(segmenter: Segmenter, src: Path, dst: Path) -> dict[str, float]:
+def segment_file(segmenter: Segmenter, src: Path, dst: OutputPaths, extras: Extras = Extras()) -> dict[str, float]:
     timings = Timings()
-    check_output_location(dst)
+    check_outputs(dst)
     with timings.stage("read"):
         image = read_image(src)
     log.info(describe_image(src, image))
     try:
-        mask = segmenter.segment(image, timings, source=src).tumour
+        segmentation = segmenter.segment(image, timings, source=src, extras=extras)
     except InputError as e:
         if e.path is None:  # raised where the file is not known (e.g. the network grid's budget)
             raise InputError(src, e.problem) from None
@@ -146,8 +152,8 @@ def segment_file(segmenter: Segmenter, src: Path, dst: Path) -> dict[str, float]
         raise InputError(src, "out of memory while segmenting: lower --memory-limit (or "
                               f"${MEMORY_LIMIT_ENV}) to the memory this machine has") from None
     with timings.stage("write"):
-        write_image_atomic(mask, dst)
-    log.info("wrote %s", dst)
+        write_outputs(segmentation, dst)
+    log.info("wrote %s", ", ".join(str(p) for p in dst.chosen().values()))
     return timings.seconds
 
 
@@ -166,23 +172,34 @@ def batch_inputs(paths: list[Path]) -> list[Path]:
     return files
 
 
-def output_name(src: Path) -> str:
-    suffix = src.name[len(case_id(src)):]
-    return case_id(src) + (".mha" if suffix.lower() == ".mhd" else suffix)
+def batch_destinations(files: list[Path], output: Path, extras: Extras) -> list[OutputPaths]:
+    """One input and ``-o`` naming an image file: that file; else ``-o`` is a folder."""
+    if is_mask_path(output):
+        if len(files) != 1:
+            raise InputError(output, f"names one mask file, but {len(files)} images were given: use a folder")
+        return [outputs_beside(output, extras)]
+    destinations = [batch_outputs(f, output, extras) for f in files]
+    names = [d.tumour.name for d in destinations]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(output, f"two inputs would write the same mask ({', '.join(twice)})")
+    return destinations
 
 
-def run_batch(segmenter: Segmenter, args: argparse.Namespace) -> int:
+def run_batch(segmenter: Segmenter, args: argparse.Namespace, extras: Extras) -> int:
     from tqdm import tqdm
 
-    files = batch_inputs(args.batch)
+    files = batch_inputs(args.inputs)
+    destinations = batch_destinations(files, args.output, extras)
     failed = []
-    for src in tqdm(files, desc="cases", unit="case", file=sys.stderr, disable=len(files) < 2):
+    progress = len(files) > 1 and sys.stderr.isatty()  # no bar between the error lines of a log
+    for src, dst in tqdm(list(zip(files, destinations)), desc="cases", unit="case", file=sys.stderr, disable=not progress):
         try:
-            segment_file(segmenter, src, args.output_dir / output_name(src))
+            segment_file(segmenter, src, dst, extras)
         except InputError as e:
             log.error("error: %s", e)
             failed.append(src)
-    log.info("%d of %d masks written to %s", len(files) - len(failed), len(files), args.output_dir)
+    log.info("%d of %d cases written to %s", len(files) - len(failed), len(files), args.output)
     return 1 if failed else 0
 
 
@@ -211,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info(describe(device))
         set_memory_limit(args.memory_limit)
         config = read_model_config(args.model_config) if args.model_config else None
-        resources = resolve_resources([args.checkpoint] if args.checkpoint else None, args.stats, config)
+        resources = resolve_resources(args.checkpoint, args.stats, config)
         settings = settings_from(args, device, resources)
         preprocessing = preprocessing_from(args, resources)
         log.info(
@@ -221,13 +238,16 @@ def main(argv: list[str] | None = None) -> int:
         log.info("window %s, overlap %s, mirrorings %d, batch %d, fp16 %s; preprocessing %s", settings.window,
                  settings.overlap, 2 ** len(settings.mirror_axes), settings.batch_size, settings.fp16, preprocessing.to_dict())
         log.info(describe_departures(settings, preprocessing))
+        if args.fp16 and not settings.fp16:
+            log.warning("WARNING: --fp16 applies on the GPU only; running fp32 on the %s", device.upper())
         segmenter = Segmenter(resources, settings, preprocessing)
         log.info("memory limit %g GiB (%s)", *memory_limit())
-        if args.batch:
-            status = run_batch(segmenter, args)
+        extras = Extras(probabilities=args.save_probabilities, pancreas=args.save_pancreas)
+        if args.inputs:
+            status = run_batch(segmenter, args, extras)
         else:
             src = find_gc_input(args.input_root)
-            segment_file(segmenter, src, args.output_root / GC_OUTPUT_SUBDIR / GC_OUTPUT_NAME)
+            segment_file(segmenter, src, gc_outputs(args.output_root, extras), extras)
             status = 0
     except InputError as e:
         log.error("error: %s", e)

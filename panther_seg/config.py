@@ -1,10 +1,16 @@
 """Every constant of the method and of the grand-challenge interface, in one place."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-RESOURCES_DIR = PROJECT_ROOT / "resources"
+# resources/ beside the code (a clone, an editable install, the image), else the copy a wheel
+# installs under <prefix>/share/panther-seg/resources (pyproject.toml's data-files)
+RESOURCES_DIR = next(
+    (d for d in (PROJECT_ROOT / "resources", Path(sys.prefix) / "share" / "panther-seg" / "resources") if d.is_dir()),
+    PROJECT_ROOT / "resources",
+)
 MODEL_TARBALL_DIR = Path("/opt/ml/model")  # grand-challenge extracts the optional model here
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 STATS_FILE_NAME = "mri_statistics.csv"
@@ -17,6 +23,13 @@ GC_IMAGES_SUBDIR = "images"
 GC_INPUT_FALLBACK = "abdominal-t1-mri"
 GC_OUTPUT_SUBDIR = "images/pancreatic-tumor-segmentation"
 GC_OUTPUT_NAME = "tumor_seg.mha"
+# optional outputs (--save-pancreas, --save-probabilities): grand-challenge paths, and the suffix
+# of the case id in batch mode (<case>.<ext> is the tumour mask)
+OPTIONAL_OUTPUTS = {
+    "pancreas": ("images/pancreas-segmentation/pancreas_seg.mha", "_pancreas"),
+    "tumour_probability": ("images/pancreatic-tumor-probability/tumor_probability.mha", "_tumour_probability"),
+    "pancreas_probability": ("images/pancreas-probability/pancreas_probability.mha", "_pancreas_probability"),
+}
 IMAGE_SUFFIXES = (".mha", ".mhd", ".nii", ".nii.gz", ".nrrd")
 
 # data sets (PANTHER and nnU-Net naming): <case>_0000.mha images beside <case>.mha labels, or in
@@ -58,4 +71,5 @@ MEMORY_LIMIT_ENV = "PANTHER_MEMORY_LIMIT_GIB"
 MEMORY_LIMIT_GIB = 15.0  # what one run may use in all, unless --memory-limit or the variable says otherwise
 RUNTIME_RESERVE_GIB = 2.0  # interpreter, torch, the network before any image (1.5 GiB measured on the CPU)
 INPUT_WORKING_BYTES_PER_VOXEL = 6  # per input voxel beyond its own bytes: float32 copy, mask, flags
-TARGET_BYTES_PER_VOXEL = 48  # per network-grid voxel: volume, logits, weights, probabilities (~30 measured)
+TARGET_BYTES_PER_VOXEL = 48  # per network-grid voxel: z-score temporaries, the volume and its flipped copy, MONAI's weights
+MEMBER_BYTES_PER_VOXEL = 64  # and per ensemble member: MONAI's stitched logits, their flip back, the sum, softmax (3 x 4 B each)

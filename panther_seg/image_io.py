@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import SimpleITK as sitk
 
 from .config import DIRECTION_TOLERANCE, GC_IMAGES_SUBDIR, GC_INPUT_FALLBACK, IMAGE_SUFFIXES, SPACING_RANGE_MM
 from .errors import InputError
+from .files import atomic_path, is_temporary
 from .integrity import CapturedStderr, DamagedData, native_stderr, verify_voxel_data
 from .limits import check_image_size
 
@@ -235,43 +235,22 @@ def _same_image(a: sitk.Image, b: sitk.Image) -> bool:
     )
 
 
-def write_image_atomic(image: sitk.Image, path: Path) -> None:
-    """Write compressed to a hidden temporary file in the destination folder, flush it to disk,
-    read it back and compare, then rename: a full disk or any other write error leaves nothing,
-    and what appears under the final name is exactly ``image``."""
+def write_image_atomic(image: sitk.Image, path: Path, what: str = "mask") -> None:
+    """Write compressed under a temporary name, flush it to disk, read it back and compare, then
+    rename (``files.atomic_path``): a full disk or any other write error leaves nothing, and what
+    appears under the final name is exactly ``image``."""
     path = Path(path)
-    tmp: str | None = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix="_" + path.name, dir=path.parent)
-        os.close(fd)
-        with native_stderr() as captured:
-            sitk.WriteImage(image, tmp, useCompression=True)
-        _flush_to_disk(tmp)
-        with native_stderr() as captured_back:
-            back = sitk.ReadImage(tmp)
-        if captured.text.strip() or captured_back.text.strip() or not _same_image(image, back):
-            detail = (captured.first_line or captured_back.first_line or "the file read back differs from the mask")
-            raise InputError(path, f"cannot write the mask: {detail}")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a mask is an ordinary output file
-        os.replace(tmp, path)
-        tmp = None
+        with atomic_path(path) as tmp:
+            with native_stderr() as captured:
+                sitk.WriteImage(image, str(tmp), useCompression=True)
+            with native_stderr() as captured_back:
+                back = sitk.ReadImage(str(tmp))
+            if captured.text.strip() or captured_back.text.strip() or not _same_image(image, back):
+                detail = (captured.first_line or captured_back.first_line or f"the file read back differs from the {what}")
+                raise InputError(path, f"cannot write the {what}: {detail}")
     except OSError as e:
-        where = e.filename if e.filename not in (None, tmp) else path
-        raise InputError(where, f"cannot write the mask: {e.strerror or e}") from None
+        where = e.filename if e.filename is not None and not is_temporary(e.filename) else path
+        raise InputError(where, f"cannot write the {what}: {e.strerror or e}") from None
     except RuntimeError as e:  # ITK's writer or reader
-        raise InputError(path, f"cannot write the mask: {_itk_problem(e)}") from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-
-
-def _flush_to_disk(name: str) -> None:
-    """fsync: a disk that fills up during write-back reports it here, not after the rename."""
-    fd = os.open(name, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        raise InputError(path, f"cannot write the {what}: {_itk_problem(e)}") from None

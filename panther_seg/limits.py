@@ -7,7 +7,7 @@ compared with a limit: ``--memory-limit GIB``, else ``$PANTHER_MEMORY_LIMIT_GIB`
 
 estimate = runtime reserve (interpreter, torch, network, CUDA context)
          + input voxels x (bytes per voxel + working bytes per input voxel)
-         + network-grid voxels x bytes per network-grid voxel
+         + network-grid voxels x (bytes per network-grid voxel + bytes per voxel per ensemble member)
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from .config import (
     INPUT_WORKING_BYTES_PER_VOXEL,
     MEMORY_LIMIT_ENV,
     MEMORY_LIMIT_GIB,
+    MEMBER_BYTES_PER_VOXEL,
     RUNTIME_RESERVE_GIB,
     TARGET_BYTES_PER_VOXEL,
 )
@@ -62,9 +63,10 @@ def input_bytes(size_xyz: Sequence[int], bytes_per_voxel: int) -> int:
     return voxels(size_xyz) * (int(bytes_per_voxel) + INPUT_WORKING_BYTES_PER_VOXEL)
 
 
-def target_bytes(size_xyz: Sequence[int]) -> int:
-    """Memory the network grid costs: the normalised volume, logits, weights, probabilities."""
-    return voxels(size_xyz) * TARGET_BYTES_PER_VOXEL
+def target_bytes(size_xyz: Sequence[int], members: int = 1) -> int:
+    """Memory the network grid costs: the normalised volume and its flipped copy, MONAI's weight
+    map, and each ensemble member's stitched, summed and softmaxed logits."""
+    return voxels(size_xyz) * (TARGET_BYTES_PER_VOXEL + members * MEMBER_BYTES_PER_VOXEL)
 
 
 def _check(path: Path | str | None, what: str, estimate: int) -> None:
@@ -92,8 +94,10 @@ def check_target_grid(
     size_xyz: Sequence[int],
     input_size_xyz: Sequence[int] | None = None,
     input_bytes_per_voxel: int = 4,
+    members: int = 1,
 ) -> None:
     """Refuse a case whose network grid (after resampling to the target spacing) would not fit,
     before resampling; the input image, still held, counts too when its size is given."""
     held = input_bytes(input_size_xyz, input_bytes_per_voxel) if input_size_xyz is not None else 0
-    _check(path, f"network grid of {_size_text(size_xyz)} voxels (x, y, z)", held + target_bytes(size_xyz))
+    what = f"network grid of {_size_text(size_xyz)} voxels (x, y, z){f' for {members} ensemble members' if members > 1 else ''}"
+    _check(path, what, held + target_bytes(size_xyz, members))

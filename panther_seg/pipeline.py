@@ -78,7 +78,8 @@ class Segmenter:
         """The outputs on exactly the grid of ``image``; ``source`` names it in errors."""
         timings = timings or Timings()
         with timings.stage("preprocess"):
-            prep = preprocess_image(image, self.resources.stats, self.preprocessing, self.contract.direction_matrix(), source)
+            prep = preprocess_image(image, self.resources.stats, self.preprocessing, self.contract.direction_matrix(), source,
+                                    members=len(self.models))
         log.info("  network grid   %s voxels (z, y, x) at %s mm (x, y, z)", prep.volume.shape, tuple(round(s, 4) for s in prep.grid.spacing))
         with timings.stage("network"):
             probabilities = self.probabilities(torch.from_numpy(prep.volume))

@@ -139,12 +139,14 @@ def preprocess_image(
     options: PreprocessingOptions = PreprocessingOptions(),
     direction: np.ndarray | None = None,
     source: object = None,
+    members: int = 1,
 ) -> Preprocessed:
     """The image as the network sees it. ``direction``: the training orientation, used only with
-    ``options.orientation == "training"``; ``source`` names the image in error messages."""
+    ``options.orientation == "training"``; ``source`` names the image in error messages;
+    ``members``: the networks that will run on it (the memory budget counts their outputs)."""
     image = oriented(image, options, direction)
     grid = network_grid(image, stats.target_spacing(), options.resample)
-    check_target_grid(source, grid.size, image.GetSize(), image.GetSizeOfPixelComponent())
+    check_target_grid(source, grid.size, image.GetSize(), image.GetSizeOfPixelComponent(), members)
     if grid != Grid.of(image) or options.resample == "always":
         image = resample_onto(image, grid, sitk.sitkBSpline)
     volume = sitk.GetArrayViewFromImage(image)

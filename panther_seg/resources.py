@@ -6,7 +6,9 @@ checkpoints make an ensemble: their probabilities are averaged.
 Statistics: ``--stats``, else those recorded in the checkpoint, else ``mri_statistics.csv``
 beside the checkpoint.
 
-``python -m panther_seg.resources bake --checkpoint X [--stats Y]`` replaces the baked files.
+``python -m panther_seg.resources bake --checkpoint X [--checkpoint X2 ...] [--stats Y]`` replaces
+the baked files; ``write_resources`` is the one writer of such a folder (the training's export
+uses it too).
 """
 from __future__ import annotations
 
@@ -15,13 +17,14 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .checkpoint import (
     LoadedModel, ModelContract, check_pipeline_config, load_checkpoint, verify_sha256sums, write_sha256sums,
 )
 from .config import CHECKPOINT_SUFFIXES, MODEL_TARBALL_DIR, RESOURCES_DIR, SHA256_FILE_NAME, STATS_FILE_NAME
 from .errors import FieldError, InputError
+from .files import atomic_path
 from .stats import NormalisationStats, read_stats_csv
 
 
@@ -111,36 +114,59 @@ def resolve_resources(
     return Resources(members, read_stats_csv(beside), paths, str(beside))
 
 
-def bake(checkpoint: Path, stats: Path | None, resources_dir: Path = RESOURCES_DIR) -> None:
-    """Replace the baked checkpoint (and statistics) after checking they load, then write sums."""
-    loaded = load_checkpoint(checkpoint)
+def write_resources(folder: Path, checkpoints: dict[str, Callable[[Path], object]], stats: Path | None) -> list[Path]:
+    """The one writer of a resources folder (baking, and the training's export): exactly these
+    checkpoints (name: a function writing that file), the statistics file when given, and
+    ``SHA256SUMS`` over them; any other checkpoint or statistics file there is removed, so the
+    folder holds one model (or one ensemble) and nothing stale."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    targets = [folder / name for name in checkpoints]
+    for target, write in zip(targets, checkpoints.values()):
+        with atomic_path(target) as tmp:
+            write(tmp)
+    stats_target = folder / STATS_FILE_NAME
+    if stats is not None and Path(stats).resolve() != stats_target.resolve():
+        with atomic_path(stats_target) as tmp:
+            shutil.copyfile(stats, tmp)
+    for old in checkpoint_files(folder):
+        if old not in targets:
+            old.unlink()
+    if stats is None:
+        stats_target.unlink(missing_ok=True)
+    write_sha256sums(folder)
+    return targets
+
+
+def bake(checkpoints: Sequence[Path], stats: Path | None, resources_dir: Path = RESOURCES_DIR) -> list[Path]:
+    """Replace the baked checkpoints (one, or the members of an ensemble) and statistics after
+    checking that they load and agree."""
+    paths = [Path(c) for c in checkpoints]
+    names = [p.name for p in paths]
+    if len(set(names)) != len(names):
+        raise InputError(paths[0], f"two checkpoints of one name ({', '.join(names)}): rename them, the folder holds both")
+    members = [load_checkpoint(p) for p in paths]
+    check_ensemble(members, paths)
     if stats is not None:
         read_stats_csv(stats)
-    elif loaded.stats is None:
-        raise InputError(checkpoint, f"records no statistics: pass --stats {STATS_FILE_NAME}")
-    resources_dir.mkdir(parents=True, exist_ok=True)
-    for old in resources_dir.iterdir():
-        if old.suffix in CHECKPOINT_SUFFIXES or old.name in (STATS_FILE_NAME, SHA256_FILE_NAME):
-            old.unlink()
-    shutil.copy2(checkpoint, resources_dir / Path(checkpoint).name)
-    if stats is not None:
-        shutil.copy2(stats, resources_dir / STATS_FILE_NAME)
-    write_sha256sums(resources_dir)
+    elif members[0].stats is None:
+        raise InputError(paths[0], f"records no statistics: pass --stats {STATS_FILE_NAME}")
+    return write_resources(resources_dir, {p.name: (lambda tmp, src=p: shutil.copyfile(src, tmp)) for p in paths}, stats)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m panther_seg.resources", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("bake", help="copy a checkpoint (and statistics) into resources/ with SHA-256 sums")
-    b.add_argument("--checkpoint", type=Path, required=True)
+    b = sub.add_parser("bake", help="copy checkpoints (one, or the members of an ensemble) and statistics into resources/ with SHA-256 sums")
+    b.add_argument("--checkpoint", type=Path, required=True, action="append", help="repeat for an ensemble")
     b.add_argument("--stats", type=Path)
     b.add_argument("--resources-dir", type=Path, default=RESOURCES_DIR)
     sub.add_parser("verify", help="check resources/ against its SHA-256 sums")
     args = parser.parse_args(argv)
     try:
         if args.command == "bake":
-            bake(args.checkpoint, args.stats, args.resources_dir)
-            print(f"baked {args.checkpoint} into {args.resources_dir}")
+            baked = bake(args.checkpoint, args.stats, args.resources_dir)
+            print(f"baked {', '.join(p.name for p in baked)} into {args.resources_dir}")
         else:
             verify_sha256sums(RESOURCES_DIR)
             print(f"{RESOURCES_DIR}: all SHA-256 sums match")

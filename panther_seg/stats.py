@@ -11,6 +11,7 @@ import numpy as np
 
 from .config import ANISOTROPY_RATIO, SPACING_RANGE_MM
 from .errors import FieldError, InputError
+from .files import write_text_atomic
 
 HEADER = "median_spacing,10th_percentile_spacing,median_size"
 Vec3 = tuple[float, float, float]
@@ -124,4 +125,4 @@ def read_stats_csv(path: Path) -> NormalisationStats:
 
 def write_stats_csv(stats: NormalisationStats, path: Path) -> None:
     row = ",".join(str(np.asarray(v)) for v in (stats.median_spacing, stats.p10_spacing, stats.median_size))
-    Path(path).write_text(f"{HEADER}\n{row}\n")
+    write_text_atomic(Path(path), f"{HEADER}\n{row}\n")

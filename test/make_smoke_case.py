@@ -8,17 +8,15 @@ geometry path, and fits one sliding window so that it runs in seconds on a CPU.
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import SimpleITK as sitk
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+from panther_seg.cli import main
+from panther_seg.config import GC_INPUT_FALLBACK, GC_OUTPUT_SUBDIR
+from panther_seg.synthetic import make_case
 
-from panther_seg.cli import main  # noqa: E402
-from panther_seg.config import GC_INPUT_FALLBACK, GC_OUTPUT_SUBDIR  # noqa: E402
-from panther_seg.synthetic import make_case  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 CASE = "7c3e8a52-1f4b-4d2e-9a61-0b5d3c2e9f10.mha"  # grand-challenge names inputs by UUID
 SHAPE_ZYX = (30, 150, 190)

@@ -4,7 +4,6 @@ The small network keeps CLI and geometry tests fast on two CPU cores; the pipeli
 is the real one (window, overlap, TTA, post-processing, geometry)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +11,12 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-sys.path.insert(0, str(ROOT))
+from model import SegFormer3D
+from panther_seg.checkpoint import ModelContract, save_resource
+from panther_seg.stats import NormalisationStats
 
-from model import SegFormer3D  # noqa: E402
-from panther_seg.checkpoint import ModelContract, save_resource  # noqa: E402
-from panther_seg.stats import NormalisationStats  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent  # this clone (the package is installed from it: pip install -e)
+SHARED = ROOT.parent / "shared"
 
 SMALL_CONFIG = dict(embed_dims=(8, 16, 32, 64), depths=(1, 1, 1, 1), num_heads=(1, 2, 4, 8), decoder_C=16)
 PANTHER_STATS = NormalisationStats((1.1875, 1.1875, 3.0), (1.1875, 1.1875, 3.0), (320.0, 260.0, 72.0))

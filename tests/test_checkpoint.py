@@ -115,7 +115,7 @@ def test_pickled_objects_are_refused(tmp_path):
 
 def test_baked_resources_are_verified_and_a_damaged_file_is_refused(tmp_path, small_checkpoint):
     resources = tmp_path / "resources"
-    bake(small_checkpoint, None, resources)
+    bake([small_checkpoint], None, resources)
     verify_sha256sums(resources)
     found = resolve_resources(model_dir=tmp_path / "no-model-dir", resources_dir=resources)
     assert found.checkpoint_paths == [resources / "small.pt"] and found.stats == PANTHER_STATS
@@ -128,7 +128,7 @@ def test_baked_resources_are_verified_and_a_damaged_file_is_refused(tmp_path, sm
 
 def test_model_tarball_folder_wins_over_baked_resources_and_stats_come_from_beside_it(tmp_path, small_checkpoint):
     resources = tmp_path / "resources"
-    bake(small_checkpoint, None, resources)
+    bake([small_checkpoint], None, resources)
     model_dir = tmp_path / "opt-ml-model"
     model_dir.mkdir()
     torch.save({"state_dict": {f"model.{k}": v for k, v in SegFormer3D().state_dict().items()}}, model_dir / "best_model.ckpt")
@@ -140,7 +140,7 @@ def test_model_tarball_folder_wins_over_baked_resources_and_stats_come_from_besi
 
 
 def test_sha256sums_written_for_checkpoint_and_statistics(tmp_path, small_checkpoint):
-    bake(small_checkpoint, None, tmp_path)
+    bake([small_checkpoint], None, tmp_path)
     write_stats_csv(PANTHER_STATS, tmp_path / "mri_statistics.csv")
     names = [line.split()[1] for line in write_sha256sums(tmp_path).read_text().splitlines()]
     assert names == ["mri_statistics.csv", "small.pt"]

@@ -77,7 +77,7 @@ def test_batch_mode_writes_one_mask_per_input_in_its_format(tmp_path, small_chec
                           "--output-dir", str(tmp_path / "masks"), "--checkpoint", str(small_checkpoint), "--fast"], capsys)
     assert code == 0, err
     assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["a_0000.nii.gz", "b.nrrd", "c.nii"]
-    assert "3 of 3 masks written" in out
+    assert "3 of 3 cases written" in out
 
 
 def test_batch_mode_exits_non_zero_when_one_case_fails_but_writes_the_others(tmp_path, small_checkpoint, capsys):
@@ -87,7 +87,7 @@ def test_batch_mode_exits_non_zero_when_one_case_fails_but_writes_the_others(tmp
                           "--checkpoint", str(small_checkpoint), "--fast"], capsys)
     assert code == 1
     assert [p.name for p in (tmp_path / "masks").iterdir()] == ["good.mha"]
-    assert "flat.mha: image is constant" in err and "1 of 2 masks written" in out
+    assert "flat.mha: image is constant" in err and "1 of 2 cases written" in out
 
 
 def write_mha_with_spacing(path: Path, spacing: str) -> None:

@@ -4,6 +4,7 @@ build context that `.dockerignore` lets through. (CI builds both images; these c
 mistakes in seconds, without an engine.)"""
 from __future__ import annotations
 
+import ast
 import fnmatch
 from pathlib import Path
 
@@ -97,3 +98,51 @@ def test_every_copy_source_exists_and_reaches_the_engine(name):
 def test_dockerignore_keeps_tests_and_environments_out():
     for path in ["tests", "test", ".venv", ".git", "docs", "panther_seg/__pycache__"]:
         assert not dockerignore_allows(path), path
+
+
+def local_imports(path: Path) -> set[Path]:
+    """The project's own module files that ``path`` imports (absolute and relative imports,
+    each package's __init__ on the way)."""
+    tree = ast.parse(path.read_text())
+    package = path.relative_to(ROOT).parent.parts
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[: len(package) - node.level + 1]) if node.level else ""
+            module = ".".join(p for p in (base, node.module or "") if p)
+            names |= {module} | {f"{module}.{a.name}" for a in node.names}
+    found: set[Path] = set()
+    for name in names:
+        parts = name.split(".")
+        if parts[0] not in ("panther_seg", "model"):
+            continue
+        for i in range(1, len(parts) + 1):
+            candidate = ROOT.joinpath(*parts[:i])
+            for file in (candidate / "__init__.py", candidate.with_suffix(".py")):
+                if file.is_file():
+                    found.add(file)
+    return found
+
+
+def test_the_inference_image_copies_exactly_what_inference_imports():
+    """process.py and the smoke check (run inside the image by test.sh), followed import by
+    import: every module they need is copied, and nothing else of panther_seg (no training,
+    evaluation, benchmark or test-oracle code in the image that runs on grand-challenge)."""
+    needed: set[Path] = set()
+    todo = [ROOT / "process.py", ROOT / "panther_seg" / "smoke_check.py"]
+    while todo:
+        file = todo.pop()
+        if file not in needed:
+            needed.add(file)
+            todo += local_imports(file) - needed
+    copied: set[Path] = set()
+    for step in instructions(DOCKERFILES["inference"].read_text()):
+        if step.startswith("COPY") and "--from=" not in step:
+            for source in step.split()[1:-1]:
+                path = ROOT / source
+                copied |= set(path.rglob("*.py")) if path.is_dir() else {path}
+    assert {p for p in needed if "panther_seg" in p.parts} == {p for p in copied if "panther_seg" in p.parts}
+    assert needed <= copied
+    assert not any("training" in p.parts or "evaluation" in p.parts for p in copied)

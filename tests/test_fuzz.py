@@ -8,7 +8,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from fuzz_cases import build_cases, run_cli, source_path
-from panther_seg.cli import output_name
+from panther_seg.outputs import batch_outputs
 
 MEMORY_LIMIT_GIB = 3.0  # the budget both children run under (--memory-limit)
 GIB = 2**30
@@ -31,7 +31,7 @@ def test_every_odd_input_gives_an_exact_mask_and_every_bad_one_a_clean_refusal(t
     assert 0 < reference.sum() < reference.size  # a mask worth comparing others with
     for case in good:
         image = sitk.ReadImage(str(accepted / case.name))
-        mask = sitk.ReadImage(str(masks / output_name(accepted / case.name)))
+        mask = sitk.ReadImage(str(masks / batch_outputs(accepted / case.name, masks).tumour.name))
         assert mask.GetSize() == image.GetSize() and mask.GetSpacing() == image.GetSpacing(), case
         assert mask.GetOrigin() == image.GetOrigin() and mask.GetDirection() == image.GetDirection(), case
         assert mask.GetPixelID() == sitk.sitkUInt8, case
@@ -39,7 +39,7 @@ def test_every_odd_input_gives_an_exact_mask_and_every_bad_one_a_clean_refusal(t
         assert set(np.unique(values)) <= {0, 1}, case
         if case.outcome == "same":
             assert np.array_equal(values, reference), case
-    assert sorted(p.name for p in masks.iterdir()) == sorted(output_name(accepted / c.name) for c in good)
+    assert sorted(p.name for p in masks.iterdir()) == sorted(batch_outputs(accepted / c.name, masks).tumour.name for c in good)
 
     nothing = tmp_path / "nothing"
     no = run_cli(["--batch", str(refused), "--output-dir", str(nothing), *common], tmp_path)

@@ -33,7 +33,7 @@ from panther_seg.dice import dice
 SHAPE = (16, 48, 64)
 SMALL = ["window=[16,32,32]", "val_window=[16,32,32]", "warmup_steps=2", "num_workers=1",
          "model.embed_dims=[16,32,64,128]", "model.num_heads=[1,2,4,8]", "model.decoder_C=32"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(PROJECT_ROOT)}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 NO_AUG = ["aug.rotate_prob=0", "aug.zoom_prob=0", "aug.noise_prob=0", "aug.smooth_prob=0", "aug.scale_intensity_prob=0",
           "aug.contrast_prob=0", "aug.low_res_prob=0", "aug.gamma_prob=0", "aug.mirror_prob=0"]
 
@@ -314,7 +314,7 @@ def test_default_recipe_trains_validates_per_epoch_resumes_exactly_and_exports(d
     loaded = load_checkpoint(res / "fold0.pt")
     assert loaded.kind == "project resource" and loaded.config["decoder_C"] == 32
     assert loaded.stats == read_stats_csv(preprocessed / STATS_FILE_NAME)
-    assert loaded.contract == ModelContract()  # trained with the original protocol's preprocessing
+    assert loaded.contract == ModelContract(window=(16, 32, 32))  # its validation window; the original preprocessing
     prov = loaded.provenance
     assert {"val/dice_tumour", "val/dice_pancreas", "val/dice_mean"} <= set(prov["validation_metrics"])
     assert prov["config"]["window"] == [16, 32, 32] and prov["data"]["fold"] == 0 and prov["export_git_revision"]

@@ -14,9 +14,7 @@ import csv
 import io
 import json
 import math
-import os
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,6 +24,7 @@ import SimpleITK as sitk
 from PIL import Image
 
 from ..config import IMAGE_CHANNEL_SUFFIX
+from ..files import write_bytes_atomic
 from .metrics import (
     HAUSDORFF_PERCENT,
     SPACING_ATOL,
@@ -226,19 +225,6 @@ def format_table(results: Sequence[CaseResult], summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write next to the target, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def png_bytes(picture: Image.Image) -> bytes:
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
@@ -280,10 +266,10 @@ def run(args: argparse.Namespace) -> str:
             pictures[case] = picture
     summary = summarise(results, args.official)
     for case, picture in pictures.items():
-        write_atomic(args.output_dir / PREVIEW_DIR / f"{case}.png", png_bytes(picture))
-    write_atomic(args.output_dir / PER_CASE_FILE, per_case_csv(results).encode())
+        write_bytes_atomic(args.output_dir / PREVIEW_DIR / f"{case}.png", png_bytes(picture))
+    write_bytes_atomic(args.output_dir / PER_CASE_FILE, per_case_csv(results).encode())
     text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
-    write_atomic(args.output_dir / SUMMARY_FILE, text.encode())
+    write_bytes_atomic(args.output_dir / SUMMARY_FILE, text.encode())
     return format_table(results, summary)
 
 

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from ..checkpoint import ModelContract, load_checkpoint, save_resource, write_sha256sums
-from ..config import CHECKPOINT_SUFFIXES, SHA256_FILE_NAME, STATS_FILE_NAME
+from ..checkpoint import ModelContract, load_checkpoint, save_resource
+from ..config import SHA256_FILE_NAME, STATS_FILE_NAME, WINDOW
 from ..errors import InputError
+from ..resources import write_resources
 from ..stats import read_stats_csv
 from . import provenance
 
@@ -68,20 +68,15 @@ def export(ckpt_paths: Sequence[Path], stats_path: Path, out_dir: Path, extra: d
     splits = {r["data"].get("split") for r in records}
     if len(splits) > 1:
         raise InputError(ckpt_paths[0], f"checkpoints of different splits ({', '.join(sorted(map(str, splits)))}) do not make one ensemble")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    targets = [out_dir / resource_name(f) for f in folds]
-    for old in out_dir.iterdir():
-        if old.suffix in CHECKPOINT_SUFFIXES and old not in targets:
-            old.unlink()
-    ensemble = {"members": [t.name for t in targets], "folds": folds, "split": splits.pop()}
-    for target, record, model in zip(targets, records, loaded):
+    names = [resource_name(f) for f in folds]
+    ensemble = {"members": names, "folds": folds, "split": splits.pop()}
+    writers = {}
+    for name, record, model in zip(names, records, loaded):
         info = {**record, "ensemble": ensemble, "statistics_file": str(stats_path),
                 "export_git_revision": provenance.git_revision(), "exported": provenance.now(), **(extra or {})}
-        save_resource(target, model.model, model.config, stats, ModelContract(), info)
-    if Path(stats_path).resolve() != (out_dir / STATS_FILE_NAME).resolve():
-        shutil.copyfile(stats_path, out_dir / STATS_FILE_NAME)
-    write_sha256sums(out_dir)
+        contract = ModelContract(window=tuple(record["config"].get("val_window", WINDOW)))  # the window it was validated with
+        writers[name] = lambda tmp, model=model, info=info, contract=contract: save_resource(tmp, model.model, model.config, stats, contract, info)
+    targets = write_resources(Path(out_dir), writers, Path(stats_path))
     return targets
 
 

@@ -11,14 +11,13 @@ A case folder is written under a temporary name and renamed, so a folder that ex
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
+from ..files import atomic_path
 
 IMAGE_FILE, LABEL_FILE, META_FILE = "image.npy", "label.npy", "meta.json"
 
@@ -29,16 +28,10 @@ def case_dir(data_dir: Path, case: str) -> Path:
 
 def write_case(out: Path, image: np.ndarray, label: np.ndarray, meta: dict[str, Any]) -> None:
     """Write a case folder atomically (a temporary sibling renamed over the old one)."""
-    out = Path(out)
-    tmp = out.with_name(f".tmp_{os.getpid()}_{out.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    np.save(tmp / IMAGE_FILE, np.ascontiguousarray(image, dtype=np.float32))
-    np.save(tmp / LABEL_FILE, np.ascontiguousarray(label, dtype=np.uint8))
-    (tmp / META_FILE).write_text(json.dumps({**meta, "shape": list(image.shape)}) + "\n")
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with atomic_path(Path(out), directory=True) as tmp:
+        np.save(tmp / IMAGE_FILE, np.ascontiguousarray(image, dtype=np.float32))
+        np.save(tmp / LABEL_FILE, np.ascontiguousarray(label, dtype=np.uint8))
+        (tmp / META_FILE).write_text(json.dumps({**meta, "shape": list(image.shape)}) + "\n")
 
 
 def read_meta(folder: Path) -> dict[str, Any]:

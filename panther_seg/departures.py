@@ -51,6 +51,8 @@ DEPARTURES = (
     Departure("--orientation training", preprocessing={"orientation": "training"}),
     Departure("--resample if-needed", preprocessing={"resample": "if-needed"}),
     Departure("--normalise nonzero", preprocessing={"normalise": "nonzero"}),
+    Departure("all three (the project's preprocessing before the protocol became the default)",
+              preprocessing={"orientation": "training", "resample": "if-needed", "normalise": "nonzero"}),
     Departure("--fp16", {"fp16": True}, gpu_only=True),
     Departure("--batch-size 4 (not a departure: rounding only)", {"batch_size": 4}),
 )

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import SimpleITK as sitk
+
 from panther_seg.benchmark import main
 
 
@@ -19,4 +22,28 @@ def test_benchmark_reports_every_stage_the_window_comparison_and_the_machine(tmp
     assert run["case"] == "custom" and run["protocol"] == "fast"
     assert set(run["stages_s"]) == {"read", "preprocess", "network", "postprocess", "to input grid", "write"}
     assert all(v > 0 for v in run["peak_ram_gib"].values())
+    assert "machine:" in capsys.readouterr().out
+
+
+def test_departures_reports_each_options_dice_from_the_default(tmp_path, tiny_window_checkpoint, monkeypatch, capsys):
+    """On a case stored with flipped axes and voxels <= 0: the orientation and the normalisation
+    move the mask, batching windows does not, and each row names its case and voxel counts."""
+    from conftest import blob_volume
+
+    from panther_seg import departures
+
+    def flipped_case():
+        image = sitk.GetImageFromArray(np.ascontiguousarray(blob_volume((24, 40, 40))[:, ::-1, ::-1] - 190))
+        image.SetSpacing((1.1875, 1.1875, 3.0))
+        image.SetDirection((-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0))
+        return image
+
+    monkeypatch.setattr(departures, "cases", lambda: {"flipped": flipped_case})
+    out = tmp_path / "departures.json"
+    assert departures.main(["--checkpoint", str(tiny_window_checkpoint), "--device", "cpu", "--json", str(out)]) == 0
+    rows = {r["departure"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {d.name for d in departures.DEPARTURES if not d.gpu_only}
+    assert all(r["case"] == "flipped" and r["default_voxels"] > 0 for r in rows.values())
+    assert rows["--batch-size 4 (not a departure: rounding only)"]["dice"] == 1.0
+    assert rows["--orientation training"]["dice"] < 0.99 and rows["--normalise nonzero"]["dice"] < 1.0
     assert "machine:" in capsys.readouterr().out

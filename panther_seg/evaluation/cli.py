@@ -25,6 +25,7 @@ from PIL import Image
 
 from ..config import IMAGE_CHANNEL_SUFFIX
 from ..files import write_bytes_atomic
+from ..image_io import case_id
 from .metrics import (
     HAUSDORFF_PERCENT,
     SPACING_ATOL,
@@ -53,12 +54,9 @@ class CaseResult:
     metrics: CaseMetrics
 
 
-def case_id(path: Path) -> str | None:
-    """File name without its mask suffix, or None for files that are not masks."""
-    for suffix in MASK_SUFFIXES:
-        if path.name.endswith(suffix) and len(path.name) > len(suffix):
-            return path.name[: -len(suffix)]
-    return None
+def mask_case(path: Path) -> str | None:
+    """The case id of a mask file (``image_io.case_id``), or None for files that are not masks."""
+    return case_id(path) if path.name.lower().endswith(MASK_SUFFIXES) and case_id(path) else None
 
 
 def list_cases(folder: Path) -> dict[str, Path]:
@@ -67,7 +65,7 @@ def list_cases(folder: Path) -> dict[str, Path]:
         raise EvaluationError(f"{folder}: not a folder")
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        case = case_id(path)
+        case = mask_case(path)
         if case is None or not path.is_file():
             continue
         if case in found:

@@ -98,10 +98,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def settings_from(args: argparse.Namespace, device: str, resources: Resources) -> InferenceSettings:
+def settings_from(args: argparse.Namespace, device: str) -> InferenceSettings:
+    """The sliding window's settings (its window is the checkpoint's: the Segmenter sets it)."""
     overlap = args.overlap if args.overlap is not None else (FAST_OVERLAP if args.fast else OVERLAP)
     return InferenceSettings(
-        window=resources.contract.window,
         overlap=overlap,
         mirror_axes=() if (args.fast or args.no_tta) else (0, 1, 2),
         batch_size=args.batch_size or (4 if device == "cuda" else 1),
@@ -229,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         set_memory_limit(args.memory_limit)
         config = read_model_config(args.model_config) if args.model_config else None
         resources = resolve_resources(args.checkpoint, args.stats, config)
-        settings = settings_from(args, device, resources)
-        preprocessing = preprocessing_from(args, resources)
+        segmenter = Segmenter(resources, settings_from(args, device), preprocessing_from(args, resources))
+        settings, preprocessing = segmenter.settings, segmenter.preprocessing
         log.info(
             "checkpoint %s; statistics %s; target spacing %s mm (x, y, z)",
             resources.describe(), resources.stats_source, resources.stats.target_spacing(),
@@ -240,7 +240,6 @@ def main(argv: list[str] | None = None) -> int:
         log.info(describe_departures(settings, preprocessing))
         if args.fp16 and not settings.fp16:
             log.warning("WARNING: --fp16 applies on the GPU only; running fp32 on the %s", device.upper())
-        segmenter = Segmenter(resources, settings, preprocessing)
         log.info("memory limit %g GiB (%s)", *memory_limit())
         extras = Extras(probabilities=args.save_probabilities, pancreas=args.save_pancreas)
         if args.inputs:

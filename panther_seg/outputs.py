@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Callable
 
 from .config import GC_OUTPUT_NAME, GC_OUTPUT_SUBDIR, IMAGE_SUFFIXES, OPTIONAL_OUTPUTS
 from .errors import InputError
@@ -31,7 +32,7 @@ class OutputPaths:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
-def _optional(extras: Extras, place: callable) -> dict[str, Path]:  # type: ignore[valid-type]
+def _optional(extras: Extras, place: Callable[[str], Path]) -> dict[str, Path]:
     wanted = {"pancreas": extras.pancreas, "tumour_probability": extras.probabilities, "pancreas_probability": extras.probabilities}
     return {name: place(name) for name, on in wanted.items() if on}
 

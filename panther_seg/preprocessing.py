@@ -104,7 +104,8 @@ def zscore(volume: np.ndarray, over: str = NORMALISATIONS[0], source: object = N
     selected = v[v > 0] if over == "positive" else v[v != 0]
     if selected.size:
         scale = power_of_two_scale(selected)  # exact division: squares of 1e300 would overflow
-        mean, std = float((selected / scale).mean()), float((selected / scale).std())
+        scaled = selected / scale
+        mean, std = float(scaled.mean()), float(scaled.std())
         if std * scale < MIN_INTENSITY_SPREAD:
             raise InputError(source, f"intensity spread too small to normalise (std {std * scale:.3g} of the voxels used; at least {MIN_INTENSITY_SPREAD:g} needed): rescale the image")
         v = (v / scale - mean) / (std + ZSCORE_EPSILON / scale)

@@ -259,17 +259,28 @@ class Run:
         return [ln.strip() for ln in re.split(r"[\r\n]+", text) if ln.strip()]
 
 
-def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> Run:
-    """``process.py`` in a child process; its peak resident memory from ``wait4``."""
-    out, err = cwd / "stdout.txt", cwd / "stderr.txt"
-    with open(out, "wb") as fo, open(err, "wb") as fe:
-        child = subprocess.Popen([sys.executable, str(ROOT / "process.py"), *args], cwd=ROOT, stdout=fo, stderr=fe,
-                                 env={**os.environ, **(env or {})})
-        try:
-            _, status, usage = os.wait4(child.pid, 0)
-        except BaseException:
-            child.kill()
-            raise
-        child.returncode = os.waitstatus_to_exitcode(status)
-    return Run(child.returncode, out.read_text(), err.read_text(), usage.ru_maxrss * 1024 if sys.platform != "darwin" else usage.ru_maxrss)
+# Runs process.py as __main__ and, at exit, writes the process's own peak RSS (VmHWM). The
+# kernel's ru_maxrss of a child is no use here: it keeps the RSS the child had before ``exec``, a
+# copy of this pytest process, which is large after an in-process inference.
+_MEASURED_PROCESS = """
+import atexit, re, runpy, sys
+def _write_peak(path=sys.argv.pop(1)):
+    with open('/proc/self/status') as f:
+        kib = int(re.search(r'VmHWM:\\s*(\\d+) kB', f.read()).group(1))
+    with open(path, 'w') as f:
+        f.write(str(kib * 1024))
+atexit.register(_write_peak)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
 
+
+def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> Run:
+    """``process.py`` in a child process, with the peak resident memory it reached itself."""
+    out, err, peak = cwd / "stdout.txt", cwd / "stderr.txt", cwd / "peak_rss.txt"
+    peak.unlink(missing_ok=True)
+    with open(out, "wb") as fo, open(err, "wb") as fe:
+        returncode = subprocess.run([sys.executable, "-c", _MEASURED_PROCESS, str(peak), str(ROOT / "process.py"), *args],
+                                    cwd=ROOT, stdout=fo, stderr=fe, env={**os.environ, **(env or {})}).returncode
+    assert peak.is_file(), f"process.py {' '.join(args)} ended without running its exit handlers (exit {returncode})"
+    return Run(returncode, out.read_text(), err.read_text(), int(peak.read_text()))

@@ -74,7 +74,8 @@ def test_statistics_with_a_tiny_target_spacing_are_refused_cleanly(tmp_path, sma
 
 def test_network_grid_over_the_limit_is_refused_before_resampling(tmp_path, small_checkpoint, capsys):
     """0.5 mm statistics turn a 60 x 60 x 16 image at 3 mm into 360 x 360 x 96 voxels."""
-    image = write(source_image(), tmp_path / "in" / "x.mha")
+    image = tmp_path / "in" / "x.mha"
+    write_image(image, blob_volume((16, 60, 60)), spacing=(3.0, 3.0, 3.0))
     code = main(["--batch", str(image), "--output-dir", str(tmp_path / "out"), "--checkpoint", str(small_checkpoint), "--fast",
                  "--stats", str(stats_file(tmp_path / "s.csv", 0.5)), "--memory-limit", str(RUNTIME_RESERVE_GIB + 0.3)])
     err = capsys.readouterr().err.strip().splitlines()

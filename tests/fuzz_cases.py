@@ -259,16 +259,19 @@ class Run:
         return [ln.strip() for ln in re.split(r"[\r\n]+", text) if ln.strip()]
 
 
-# Runs process.py as __main__ and, at exit, writes the process's own peak RSS (VmHWM). The
+# Runs process.py as __main__ and, at exit, writes the process's own peak RSS (Linux's VmHWM). The
 # kernel's ru_maxrss of a child is no use here: it keeps the RSS the child had before ``exec``, a
 # copy of this pytest process, which is large after an in-process inference.
 _MEASURED_PROCESS = """
-import atexit, re, runpy, sys
+import atexit, re, resource, runpy, sys
 def _write_peak(path=sys.argv.pop(1)):
-    with open('/proc/self/status') as f:
-        kib = int(re.search(r'VmHWM:\\s*(\\d+) kB', f.read()).group(1))
+    try:
+        with open('/proc/self/status') as f:
+            peak = int(re.search(r'VmHWM:\\s*(\\d+) kB', f.read()).group(1)) * 1024
+    except OSError:  # no /proc (macOS): ru_maxrss, in bytes there
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with open(path, 'w') as f:
-        f.write(str(kib * 1024))
+        f.write(str(peak))
 atexit.register(_write_peak)
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name='__main__')

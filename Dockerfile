@@ -49,16 +49,17 @@ WORKDIR /opt/app
 
 RUN mkdir -p /opt/ml/model /input /output && chown user:user /output
 COPY process.py ./
-COPY model/ ./model/
-# Only what inference imports (process.py and the smoke check, followed import by import;
-# tests/test_dockerfiles.py keeps this list exact): no training, evaluation or benchmark code.
-COPY panther_seg/__init__.py panther_seg/checkpoint.py panther_seg/cli.py panther_seg/config.py \
-      panther_seg/device.py panther_seg/dice.py panther_seg/errors.py panther_seg/files.py \
-      panther_seg/geometry.py panther_seg/image_io.py panther_seg/integrity.py \
-      panther_seg/limits.py panther_seg/outputs.py panther_seg/pipeline.py \
-      panther_seg/postprocessing.py panther_seg/preprocessing.py panther_seg/resources.py \
-      panther_seg/runtime.py panther_seg/sliding_window.py panther_seg/smoke_check.py \
-      panther_seg/stats.py ./panther_seg/
+# The package by role, without training/ and evaluation/ (tests/test_dockerfiles.py follows the
+# imports of process.py and the smoke check and checks that these folders hold them all). tools/
+# comes along for the benchmark: `docker run --gpus all --entrypoint python IMAGE -m
+# panther_seg.tools.benchmark --device cuda --report /output` measures a GPU host.
+COPY panther_seg/*.py ./panther_seg/
+COPY panther_seg/io/ ./panther_seg/io/
+COPY panther_seg/contract/ ./panther_seg/contract/
+COPY panther_seg/inference/ ./panther_seg/inference/
+COPY panther_seg/network/ ./panther_seg/network/
+COPY panther_seg/system/ ./panther_seg/system/
+COPY panther_seg/tools/ ./panther_seg/tools/
 COPY resources/ ./resources/
 # Byte-compile the application too (the file system is read-only at run time), and check
 # that the entry point and its imports load in this image.

@@ -2,8 +2,8 @@
 # Save the inference image for upload to grand-challenge.org.
 #   ./export.sh [--model-tarball] [--output-dir DIR]
 # Writes panther-segformer3d_YYYY-MM-DD.tar.gz (docker save | gzip); with --model-tarball also
-# model_YYYY-MM-DD.tar.gz holding resources/' checkpoint(s) and mri_statistics.csv at the
-# top level: grand-challenge extracts an algorithm's model tarball to /opt/ml/model/.
+# model_YYYY-MM-DD.tar.gz holding the content of model/ (its README aside) at the top level:
+# grand-challenge extracts an algorithm's model tarball to /opt/ml/model/ (model/README.md).
 # Env: IMAGE_TAG (default panther-segformer3d).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -37,16 +37,18 @@ ls -lh "$image_out"
 if [[ $model_tarball == 1 ]]; then
     shopt -s nullglob
     files=()
-    for f in resources/*.pt resources/*.pth resources/*.ckpt \
-             resources/mri_statistics.csv resources/SHA256SUMS; do
-        files+=("${f#resources/}")
+    checkpoints=0
+    for f in model/*; do
+        [[ -f "$f" && "$(basename "$f")" != README.md ]] || continue
+        files+=("${f#model/}")
+        case "$f" in *.pt|*.pth|*.ckpt) checkpoints=$((checkpoints + 1)) ;; esac
     done
-    if [[ ${#files[@]} -eq 0 ]]; then
-        echo "export.sh: no checkpoint or statistics in resources/" >&2
+    if [[ $checkpoints -eq 0 ]]; then
+        echo "export.sh: no checkpoint (.pt, .pth, .ckpt) in model/: put the weights there first (model/README.md)" >&2
         exit 1
     fi
     model_out="$outdir/model_$day.tar.gz"
     echo "export.sh: writing $model_out with ${files[*]}"
-    tar -C resources --owner=0 --group=0 --numeric-owner -czf "$model_out" "${files[@]}"
+    tar -C model --owner=0 --group=0 --numeric-owner -czf "$model_out" "${files[@]}"
     ls -lh "$model_out"
 fi

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build the image (build.sh) and run the smoke case the way grand-challenge runs a job: no
 # network, read-only root file system, read-only /input, a fresh writable /output, an empty
-# tmpfs /tmp, a non-root user, 16 GiB of memory; a GPU only when the host has one. Then compare
-# the output with test/expected_output inside the image (panther_seg.smoke_check).
+# tmpfs /tmp, a non-root user, 16 GiB of memory, model/ read-only at /opt/ml/model (grand-challenge's
+# model tarball); a GPU only when the host has one. Then compare
+# the output with test/expected_output inside the image (panther_seg.tools.smoke_check).
 #   ./test.sh [extra docker build args...]
 # Env: IMAGE_TAG, BASE_IMAGE (as build.sh), SKIP_BUILD=1 (test an image already built),
 #      TEST_INPUT (default test/input), TEST_EXPECTED (default test/expected_output),
@@ -44,7 +45,8 @@ chmod 755 "$scratch"
 # checkout), and an empty /output that it can write, as on grand-challenge.
 cp -R "$TEST_INPUT" "$scratch/input"
 cp -R "$TEST_EXPECTED" "$scratch/expected"
-chmod -R a+rX "$scratch/input" "$scratch/expected"
+cp -R "$here/model" "$scratch/model"
+chmod -R a+rX "$scratch/input" "$scratch/expected" "$scratch/model"
 out="$scratch/output"
 mkdir "$out"
 chmod 777 "$out"
@@ -61,6 +63,7 @@ docker run --rm \
     --pids-limit 4096 \
     --tmpfs /tmp:rw,exec,size=8g \
     --volume "$scratch/input":/input:ro \
+    --volume "$scratch/model":/opt/ml/model:ro \
     --volume "$out":/output:rw \
     "${gpu_args[@]}" \
     "$IMAGE_TAG"
@@ -77,7 +80,7 @@ result="$out/images/pancreatic-tumor-segmentation/tumor_seg.mha"
 docker run --rm --network none --read-only --user 1001 --tmpfs /tmp \
     --volume "$out":/check/output:ro \
     --volume "$scratch/expected":/check/expected:ro \
-    --entrypoint python "$IMAGE_TAG" -m panther_seg.smoke_check \
+    --entrypoint python "$IMAGE_TAG" -m panther_seg.tools.smoke_check \
     /check/output/images/pancreatic-tumor-segmentation/tumor_seg.mha \
     /check/expected/images/pancreatic-tumor-segmentation/tumor_seg.mha \
     || fail "the output differs from the expected one"

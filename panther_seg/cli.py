@@ -16,21 +16,21 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from .checkpoint import check_model_config, check_pipeline_config
+from .contract.checkpoint import check_model_config, check_pipeline_config
 from .config import (
     FAST_OVERLAP, GC_INPUT_ROOT, GC_OUTPUT_NAME, GC_OUTPUT_ROOT, GC_OUTPUT_SUBDIR, MEMORY_LIMIT_ENV, MEMORY_LIMIT_GIB,
     NORMALISATIONS, ORIENTATIONS, OVERLAP, RESAMPLINGS,
 )
-from .device import describe, select_device
+from .system.device import describe, select_device
 from .errors import FieldError, InputError
-from .image_io import find_gc_input, has_image_suffix, list_folder, read_image
-from .limits import memory_limit, set_memory_limit
-from .outputs import OutputPaths, batch_outputs, check_outputs, gc_outputs, is_mask_path, outputs_beside, write_outputs
-from .pipeline import Extras, Segmenter, Timings, peak_memory
-from .preprocessing import PreprocessingOptions
-from .resources import Resources, resolve_resources
-from .runtime import keep_freed_memory
-from .sliding_window import InferenceSettings
+from .io.images import find_gc_input, has_image_suffix, list_folder, read_image
+from .system.memory import memory_limit, set_memory_limit
+from .io.outputs import OutputPaths, batch_outputs, check_outputs, gc_outputs, is_mask_path, outputs_beside, write_outputs
+from .inference.pipeline import Extras, Segmenter, Timings, peak_memory
+from .inference.preprocessing import PreprocessingOptions
+from .contract.resources import Resources, resolve_resources
+from .system.runtime import keep_freed_memory
+from .inference.sliding_window import InferenceSettings
 
 log = logging.getLogger("panther_seg")
 

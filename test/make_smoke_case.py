@@ -14,7 +14,7 @@ import SimpleITK as sitk
 
 from panther_seg.cli import main
 from panther_seg.config import GC_INPUT_FALLBACK, GC_OUTPUT_SUBDIR
-from panther_seg.synthetic import make_case
+from panther_seg.tools.synthetic import make_case
 
 HERE = Path(__file__).resolve().parent
 

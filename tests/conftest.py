@@ -11,9 +11,9 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from model import SegFormer3D
-from panther_seg.checkpoint import ModelContract, save_resource
-from panther_seg.stats import NormalisationStats
+from panther_seg.network import SegFormer3D
+from panther_seg.contract.checkpoint import ModelContract, save_resource
+from panther_seg.contract.stats import NormalisationStats
 
 ROOT = Path(__file__).resolve().parent.parent  # this clone (the package is installed from it: pip install -e)
 SHARED = ROOT.parent / "shared"

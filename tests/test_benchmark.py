@@ -6,7 +6,7 @@ import json
 import numpy as np
 import SimpleITK as sitk
 
-from panther_seg.benchmark import main
+from panther_seg.tools.benchmark import main
 
 
 def test_benchmark_reports_every_stage_the_window_comparison_and_the_machine(tmp_path, small_checkpoint, capsys):
@@ -30,7 +30,7 @@ def test_departures_reports_each_options_dice_from_the_default(tmp_path, tiny_wi
     move the mask, batching windows does not, and each row names its case and voxel counts."""
     from conftest import blob_volume
 
-    from panther_seg import departures
+    from panther_seg.tools import departures
 
     def flipped_case():
         image = sitk.GetImageFromArray(np.ascontiguousarray(blob_volume((24, 40, 40))[:, ::-1, ::-1] - 190))

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from conftest import PANTHER_STATS, SMALL_CONFIG, small_model
-from model import SegFormer3D
-from panther_seg.checkpoint import RESOURCE_FORMAT, ModelContract, load_checkpoint, save_resource, verify_sha256sums, write_sha256sums
+from panther_seg.network import SegFormer3D
+from panther_seg.contract.checkpoint import RESOURCE_FORMAT, ModelContract, load_checkpoint, save_resource, verify_sha256sums, write_sha256sums
 from panther_seg.errors import InputError
-from panther_seg.preprocessing import PreprocessingOptions
-from panther_seg.resources import bake, resolve_resources
-from panther_seg.stats import read_stats_csv, write_stats_csv
+from panther_seg.inference.preprocessing import PreprocessingOptions
+from panther_seg.contract.resources import bake, resolve_resources
+from panther_seg.contract.stats import read_stats_csv, write_stats_csv
 
 X = torch.randn(1, 1, 16, 32, 32)
 

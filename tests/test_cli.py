@@ -18,9 +18,9 @@ import SimpleITK as sitk
 import torch
 
 from conftest import PANTHER_STATS, ROOT, blob_volume, gc_input, write_image
-from model import SegFormer3D
+from panther_seg.network import SegFormer3D
 from panther_seg.cli import main
-from panther_seg.stats import write_stats_csv
+from panther_seg.contract.stats import write_stats_csv
 
 GC_OUT = Path("images/pancreatic-tumor-segmentation/tumor_seg.mha")
 

@@ -6,7 +6,7 @@ import logging
 import pytest
 import torch
 
-from panther_seg import device
+from panther_seg.system import device
 from panther_seg.cli import configure_logging
 from panther_seg.errors import InputError
 
@@ -42,10 +42,10 @@ def test_out_of_gpu_memory_retries_with_one_window_then_on_the_cpu(monkeypatch, 
     import torch
 
     from conftest import PANTHER_STATS
-    from panther_seg import pipeline
-    from panther_seg.checkpoint import load_checkpoint
-    from panther_seg.resources import Resources
-    from panther_seg.sliding_window import InferenceSettings
+    from panther_seg.inference import pipeline
+    from panther_seg.contract.checkpoint import load_checkpoint
+    from panther_seg.contract.resources import Resources
+    from panther_seg.inference.sliding_window import InferenceSettings
 
     loaded = load_checkpoint(tiny_window_checkpoint)
     segmenter = pipeline.Segmenter(Resources([loaded], PANTHER_STATS, [tiny_window_checkpoint], "test"),

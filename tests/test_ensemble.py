@@ -12,14 +12,14 @@ import SimpleITK as sitk
 import torch
 
 from conftest import PANTHER_STATS, SMALL_CONFIG, TINY_WINDOW, blob_volume, small_model, write_image
-from model import SegFormer3D
-from panther_seg.checkpoint import ModelContract, save_resource
+from panther_seg.network import SegFormer3D
+from panther_seg.contract.checkpoint import ModelContract, save_resource
 from panther_seg.cli import main
 from panther_seg.errors import InputError
-from panther_seg.preprocessing import PreprocessingOptions
-from panther_seg.resources import bake, resolve_resources
-from panther_seg.sliding_window import InferenceSettings, predict_logits, predict_probabilities
-from panther_seg.stats import NormalisationStats
+from panther_seg.inference.preprocessing import PreprocessingOptions
+from panther_seg.contract.resources import bake, resolve_resources
+from panther_seg.inference.sliding_window import InferenceSettings, predict_logits, predict_probabilities
+from panther_seg.contract.stats import NormalisationStats
 
 SETTINGS = InferenceSettings(window=TINY_WINDOW, overlap=0.5, mirror_axes=(0, 2))
 VOLUME = torch.from_numpy(np.random.default_rng(0).normal(size=(40, 44, 36)).astype(np.float32))

@@ -8,7 +8,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from fuzz_cases import build_cases, run_cli, source_path
-from panther_seg.outputs import batch_outputs
+from panther_seg.io.outputs import batch_outputs
 
 MEMORY_LIMIT_GIB = 3.0  # the budget both children run under (--memory-limit)
 GIB = 2**30

@@ -8,12 +8,12 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import PANTHER_STATS, blob_volume
-from panther_seg.checkpoint import load_checkpoint
-from panther_seg.geometry import closest_reorientation, reorient
-from panther_seg.pipeline import Segmenter
-from panther_seg.preprocessing import PreprocessingOptions, preprocess_image
-from panther_seg.resources import Resources
-from panther_seg.sliding_window import InferenceSettings
+from panther_seg.contract.checkpoint import load_checkpoint
+from panther_seg.inference.geometry import closest_reorientation, reorient
+from panther_seg.inference.pipeline import Segmenter
+from panther_seg.inference.preprocessing import PreprocessingOptions, preprocess_image
+from panther_seg.contract.resources import Resources
+from panther_seg.inference.sliding_window import InferenceSettings
 
 TRAINING_ORIENTATION = PreprocessingOptions(orientation="training")
 

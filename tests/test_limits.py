@@ -9,12 +9,12 @@ import pytest
 
 from conftest import blob_volume, write_image
 from fuzz_cases import meta_field, run_cli, source_image, write
-from panther_seg import limits
+from panther_seg.system import memory as limits
 from panther_seg.cli import main
 from panther_seg.config import MEMORY_LIMIT_ENV, MEMORY_LIMIT_GIB, RUNTIME_RESERVE_GIB
 from panther_seg.errors import InputError
-from panther_seg.limits import GIB, check_image_size, check_target_grid, memory_limit, set_memory_limit
-from panther_seg.stats import NormalisationStats, write_stats_csv
+from panther_seg.system.memory import GIB, check_image_size, check_target_grid, memory_limit, set_memory_limit
+from panther_seg.contract.stats import NormalisationStats, write_stats_csv
 
 
 @pytest.fixture(autouse=True)

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from conftest import requires_shared
-from model import SegFormer3D, reference_forward
-from panther_seg.checkpoint import load_checkpoint
+from panther_seg.network import SegFormer3D, reference_forward
+from panther_seg.contract.checkpoint import load_checkpoint
 
 
 def test_default_state_dict_matches_reference_names_shapes_and_dtypes():

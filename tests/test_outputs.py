@@ -8,12 +8,12 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import PANTHER_STATS, SMALL_CONFIG, TINY_WINDOW, blob_volume, gc_input, small_model, write_image
-from panther_seg.checkpoint import ModelContract, save_resource
-from panther_seg import outputs
+from panther_seg.contract.checkpoint import ModelContract, save_resource
+from panther_seg.io import outputs
 from panther_seg.cli import main
 from panther_seg.config import PANCREAS_THRESHOLD
 from panther_seg.errors import InputError
-from panther_seg.postprocessing import postprocess
+from panther_seg.inference.postprocessing import postprocess
 
 EXTRAS = ["--save-probabilities", "--save-pancreas"]
 

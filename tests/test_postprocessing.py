@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from panther_seg.postprocessing import pancreas_margin_radius, postprocess
+from panther_seg.inference.postprocessing import pancreas_margin_radius, postprocess
 
 CROSS = ndimage.generate_binary_structure(3, 1)
 MM1 = (1.0, 1.0, 1.0)

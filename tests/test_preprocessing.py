@@ -10,7 +10,7 @@ import SimpleITK as sitk
 
 from conftest import PANTHER_STATS, blob_volume
 from panther_seg.errors import InputError
-from panther_seg.preprocessing import PreprocessingOptions, network_grid, preprocess_image, preprocess_label, protocol_size, zscore
+from panther_seg.inference.preprocessing import PreprocessingOptions, network_grid, preprocess_image, preprocess_label, protocol_size, zscore
 from test_geometry import image_from, restored_storage
 
 IF_NEEDED = PreprocessingOptions(resample="if-needed")

@@ -14,12 +14,12 @@ import SimpleITK as sitk
 import torch
 
 from conftest import PANTHER_STATS, SMALL_CONFIG, TINY_WINDOW, blob_volume, small_model
-from panther_seg.checkpoint import ModelContract, load_checkpoint, save_resource
-from panther_seg.pipeline import Segmenter
-from panther_seg.preprocessing import preprocess_image
-from panther_seg.reference import reference_segment
-from panther_seg.resources import Resources
-from panther_seg.sliding_window import InferenceSettings, predict_probabilities
+from panther_seg.contract.checkpoint import ModelContract, load_checkpoint, save_resource
+from panther_seg.inference.pipeline import Segmenter
+from panther_seg.inference.preprocessing import preprocess_image
+from panther_seg.tools.reference_protocol import reference_segment
+from panther_seg.contract.resources import Resources
+from panther_seg.inference.sliding_window import InferenceSettings, predict_probabilities
 
 TOLERANCE = 1e-5
 FLIP_XZ = np.diag([-1.0, 1.0, -1.0])

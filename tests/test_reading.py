@@ -11,11 +11,11 @@ import pytest
 import SimpleITK as sitk
 
 from fuzz_cases import cut, meta_field, rotation_z, scramble_middle, source_image, write
-from panther_seg import image_io
+from panther_seg.io import images as image_io
 from panther_seg.config import DIRECTION_TOLERANCE, SPACING_RANGE_MM
 from panther_seg.errors import InputError
-from panther_seg.image_io import Header, read_image, validate_header
-from panther_seg.integrity import native_stderr
+from panther_seg.io.images import Header, read_image, validate_header
+from panther_seg.io.integrity import native_stderr
 
 FORMATS = [  # (file name, compressed)
     ("c.mha", True), ("u.mha", False), ("u.mhd", False), ("c.mhd", True),

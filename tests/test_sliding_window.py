@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from panther_seg.sliding_window import InferenceSettings, mirror_sets, predict_logits, predict_probabilities
+from panther_seg.inference.sliding_window import InferenceSettings, mirror_sets, predict_logits, predict_probabilities
 
 
 class ConvNet:

@@ -18,11 +18,11 @@ import SimpleITK as sitk
 import torch
 from conftest import requires_shared
 
-from panther_seg.checkpoint import ModelContract, load_checkpoint, verify_sha256sums
+from panther_seg.contract.checkpoint import ModelContract, load_checkpoint, verify_sha256sums
 from panther_seg.config import PROJECT_ROOT, STATS_FILE_NAME
 from panther_seg.errors import InputError
-from panther_seg.stats import HEADER, read_stats_csv
-from panther_seg.synthetic import make_case, write_dataset
+from panther_seg.contract.stats import HEADER, read_stats_csv
+from panther_seg.tools.synthetic import make_case, write_dataset
 from panther_seg.training import export, preprocess, run_all, splits, store, train
 from panther_seg.training.config import load_config, parse_set
 from panther_seg.training.data import CaseSource, EpochSampler, PatchDataset, ShardSampler, train_transforms

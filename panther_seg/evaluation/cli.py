@@ -24,8 +24,8 @@ import SimpleITK as sitk
 from PIL import Image
 
 from ..config import IMAGE_CHANNEL_SUFFIX
-from ..files import write_bytes_atomic
-from ..image_io import case_id
+from ..io.files import write_bytes_atomic
+from ..io.images import case_id
 from .metrics import (
     HAUSDORFF_PERCENT,
     SPACING_ATOL,

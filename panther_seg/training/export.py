@@ -17,11 +17,11 @@ from typing import Any, Sequence
 
 import torch
 
-from ..checkpoint import ModelContract, load_checkpoint, save_resource
+from ..contract.checkpoint import ModelContract, load_checkpoint, save_resource
 from ..config import SHA256_FILE_NAME, STATS_FILE_NAME, WINDOW
 from ..errors import InputError
-from ..resources import write_resources
-from ..stats import read_stats_csv
+from ..contract.resources import write_resources
+from ..contract.stats import read_stats_csv
 from . import provenance
 
 RUN_FIELDS = ("data", "split", "split_reason", "fold", "train_cases", "val_cases")

@@ -11,11 +11,11 @@ import numpy as np
 import torch
 from monai.losses import DiceCELoss
 
-from model import SegFormer3D
+from ..network import SegFormer3D
 
 from ..config import CLASS_NAMES, PANCREAS, TUMOUR
 from ..dice import dice
-from ..sliding_window import InferenceSettings, predict_logits
+from ..inference.sliding_window import InferenceSettings, predict_logits
 from .config import TrainConfig
 from .data import item_seed
 
@@ -64,7 +64,7 @@ class SegmentationModule(L.LightningModule):
         super().__init__()
         self.cfg = cfg
         self.model_config = dict(cfg["model"])
-        # flat constructor arguments: panther_seg.checkpoint.load_checkpoint rebuilds the network from them;
+        # flat constructor arguments: panther_seg.contract.checkpoint.load_checkpoint rebuilds the network from them;
         # the run (split, fold, cases) travels with the weights so that export needs nothing else
         self.save_hyperparameters({**self.model_config, "training_config": cfg, "run": run or {}})
         self.model = SegFormer3D(**self.model_config)

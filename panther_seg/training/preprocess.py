@@ -26,9 +26,9 @@ from tqdm import tqdm
 
 from ..config import CLASS_NAMES, STATS_FILE_NAME, IMAGE_CHANNEL_SUFFIX, TRAINING_IMAGES_DIR, TRAINING_LABELS_DIR
 from ..errors import InputError
-from ..image_io import case_id, has_image_suffix, read_image
-from ..preprocessing import preprocess_image, preprocess_label
-from ..stats import NormalisationStats, compute_stats, read_stats_csv, write_stats_csv
+from ..io.images import case_id, has_image_suffix, read_image
+from ..inference.preprocessing import preprocess_image, preprocess_label
+from ..contract.stats import NormalisationStats, compute_stats, read_stats_csv, write_stats_csv
 from . import store
 
 GEOMETRY_TOLERANCE = 1e-4

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..files import atomic_path
+from ..io.files import atomic_path
 
 IMAGE_FILE, LABEL_FILE, META_FILE = "image.npy", "label.npy", "meta.json"
 

@@ -12,12 +12,12 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .config import PANCREAS_THRESHOLD
-from .errors import InputError
+from ..config import PANCREAS_THRESHOLD
+from ..errors import InputError
 from .geometry import to_input_grid
 from .postprocessing import postprocess
 from .preprocessing import PreprocessingOptions, preprocess_image
-from .resources import Resources
+from ..contract.resources import Resources
 from .sliding_window import InferenceSettings, predict_probabilities
 
 log = logging.getLogger("panther_seg")

@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from .config import NORMALISATIONS, ORIENTATIONS, RESAMPLINGS, ZSCORE_EPSILON
-from .errors import InputError
+from ..config import NORMALISATIONS, ORIENTATIONS, RESAMPLINGS, ZSCORE_EPSILON
+from ..errors import InputError
 from .geometry import Grid, reorient
-from .limits import check_target_grid
-from .stats import NormalisationStats
+from ..system.memory import check_target_grid
+from ..contract.stats import NormalisationStats
 
 IDENTITY = np.eye(3)
 MIN_INTENSITY_SPREAD = 1e3 * ZSCORE_EPSILON  # below this std the epsilon changes the z-score by > 0.1 %

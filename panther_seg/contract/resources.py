@@ -6,7 +6,7 @@ checkpoints make an ensemble: their probabilities are averaged.
 Statistics: ``--stats``, else those recorded in the checkpoint, else ``mri_statistics.csv``
 beside the checkpoint.
 
-``python -m panther_seg.resources bake --checkpoint X [--checkpoint X2 ...] [--stats Y]`` replaces
+``python -m panther_seg.contract.resources bake --checkpoint X [--checkpoint X2 ...] [--stats Y]`` replaces
 the baked files; ``write_resources`` is the one writer of such a folder (the training's export
 uses it too).
 """
@@ -22,9 +22,9 @@ from typing import Any, Callable, Sequence
 from .checkpoint import (
     LoadedModel, ModelContract, check_pipeline_config, load_checkpoint, verify_sha256sums, write_sha256sums,
 )
-from .config import CHECKPOINT_SUFFIXES, MODEL_TARBALL_DIR, RESOURCES_DIR, SHA256_FILE_NAME, STATS_FILE_NAME
-from .errors import FieldError, InputError
-from .files import atomic_path
+from ..config import CHECKPOINT_SUFFIXES, MODEL_TARBALL_DIR, RESOURCES_DIR, SHA256_FILE_NAME, STATS_FILE_NAME
+from ..errors import FieldError, InputError
+from ..io.files import atomic_path
 from .stats import NormalisationStats, read_stats_csv
 
 
@@ -155,7 +155,7 @@ def bake(checkpoints: Sequence[Path], stats: Path | None, resources_dir: Path = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m panther_seg.resources", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m panther_seg.contract.resources", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("bake", help="copy checkpoints (one, or the members of an ensemble) and statistics into resources/ with SHA-256 sums")
     b.add_argument("--checkpoint", type=Path, required=True, action="append", help="repeat for an ensemble")

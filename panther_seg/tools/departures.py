@@ -1,6 +1,6 @@
 """How far each departure from the original protocol moves the mask.
 
-``python -m panther_seg.departures [--checkpoint PATH] [--device auto] [--json departures.json]``
+``python -m panther_seg.tools.departures [--checkpoint PATH] [--device auto] [--json departures.json]``
 
 Runs the pipeline with the original protocol (the default) and with each named departure on the
 same cases, and reports the Dice between each departure's tumour mask and the default's, with
@@ -22,15 +22,15 @@ import numpy as np
 import SimpleITK as sitk
 
 from .benchmark import machine
-from .config import FAST_OVERLAP, GC_INPUT_FALLBACK, PROJECT_ROOT
-from .device import select_device
-from .dice import dice
-from .image_io import read_image
-from .pipeline import Segmenter
-from .preprocessing import PreprocessingOptions
-from .resources import resolve_resources
-from .runtime import keep_freed_memory
-from .sliding_window import InferenceSettings
+from ..config import FAST_OVERLAP, GC_INPUT_FALLBACK, PROJECT_ROOT
+from ..system.device import select_device
+from ..dice import dice
+from ..io.images import read_image
+from ..inference.pipeline import Segmenter
+from ..inference.preprocessing import PreprocessingOptions
+from ..contract.resources import resolve_resources
+from ..system.runtime import keep_freed_memory
+from ..inference.sliding_window import InferenceSettings
 from .synthetic import make_case
 
 REAL_MRI = PROJECT_ROOT.parent / "shared" / "data" / "real-mri" / "example_mr_sm.nii.gz"
@@ -121,7 +121,7 @@ def print_table(report: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m panther_seg.departures", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m panther_seg.tools.departures", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, help="default: the baked resources")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--json", type=Path, default=Path("departures.json"))

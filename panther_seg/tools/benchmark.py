@@ -1,6 +1,6 @@
 """Benchmark: how fast and how big the container's work is on this machine.
 
-``python -m panther_seg.benchmark [--cases median largest] [--protocols fast full] [--device auto]``
+``python -m panther_seg.tools.benchmark [--cases median largest] [--protocols fast full] [--device auto]``
 
 Makes PANTHER-size synthetic volumes (median 72x258x318 and largest 88x466x570 voxels, spacings
 from the organisers' fingerprint), runs the real pipeline on them stage by stage (read,
@@ -30,18 +30,18 @@ import SimpleITK as sitk
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from model import SegFormer3D, reference_forward
-from model.segformer3d import Attention
+from ..network import SegFormer3D, reference_forward
+from ..network.segformer3d import Attention
 
-from .config import FAST_OVERLAP, OVERLAP, PROJECT_ROOT, WINDOW
-from .checkpoint import load_checkpoint
-from .device import select_device
-from .image_io import read_image, write_image_atomic
-from .pipeline import Segmenter, Timings
-from .preprocessing import zscore
-from .resources import resolve_resources
-from .runtime import keep_freed_memory
-from .sliding_window import InferenceSettings
+from ..config import FAST_OVERLAP, OVERLAP, PROJECT_ROOT, WINDOW
+from ..contract.checkpoint import load_checkpoint
+from ..system.device import select_device
+from ..io.images import read_image, write_image_atomic
+from ..inference.pipeline import Segmenter, Timings
+from ..inference.preprocessing import zscore
+from ..contract.resources import resolve_resources
+from ..system.runtime import keep_freed_memory
+from ..inference.sliding_window import InferenceSettings
 from .synthetic import make_case
 
 CASES = {  # name: (shape z, y, x; spacing x, y, z), from task1_nnunet_dataset_fingerprint.json
@@ -232,7 +232,7 @@ def nnunet_benchmark(path: Path, device: str, mirroring: bool) -> dict[str, Any]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m panther_seg.benchmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m panther_seg.tools.benchmark", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", nargs="+", choices=list(CASES), default=["median", "largest"])
     p.add_argument("--shape", nargs=3, type=int, metavar=("Z", "Y", "X"), help="benchmark one volume of this shape instead")
     p.add_argument("--spacing", nargs=3, type=float, metavar=("X", "Y", "Z"), default=(1.1875, 1.1875, 3.0))

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from .config import (
+from ..config import (
     INPUT_WORKING_BYTES_PER_VOXEL,
     MEMORY_LIMIT_ENV,
     MEMORY_LIMIT_GIB,
@@ -24,7 +24,7 @@ from .config import (
     RUNTIME_RESERVE_GIB,
     TARGET_BYTES_PER_VOXEL,
 )
-from .errors import InputError
+from ..errors import InputError
 
 GIB = 2**30
 _override_gib: float | None = None

@@ -14,7 +14,7 @@ import torch
 from monai.inferers import SlidingWindowInferer
 from scipy import ndimage
 
-from .stats import NormalisationStats
+from ..contract.stats import NormalisationStats
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 

@@ -16,15 +16,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from model import SegFormer3D
+from ..network import SegFormer3D
 
-from .config import (
+from ..config import (
     CHECKPOINT_SUFFIXES, CLASS_NAMES, DIRECTION_TOLERANCE, PANCREAS, SHA256_FILE_NAME, STATS_FILE_NAME, TUMOUR, WINDOW,
 )
-from .errors import FieldError, InputError
-from .files import atomic_path, write_text_atomic
-from .limits import GIB, memory_limit
-from .preprocessing import PreprocessingOptions
+from ..errors import FieldError, InputError
+from ..io.files import atomic_path, write_text_atomic
+from ..system.memory import GIB, memory_limit
+from ..inference.preprocessing import PreprocessingOptions
 from .stats import NormalisationStats
 
 RESOURCE_FORMAT = "panther-segformer3d-resource"
@@ -409,7 +409,7 @@ def verify_sha256sums(folder: Path) -> set[str]:
     silently); returns the names listed."""
     sums = Path(folder) / SHA256_FILE_NAME
     if not sums.is_file():
-        raise InputError(sums, "missing: baked resources must carry SHA-256 sums (python -m panther_seg.resources bake)")
+        raise InputError(sums, "missing: baked resources must carry SHA-256 sums (python -m panther_seg.contract.resources bake)")
     listed: set[str] = set()
     for line in sums.read_text().splitlines():
         if not line.strip():

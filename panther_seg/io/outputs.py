@@ -12,10 +12,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
 
-from .config import GC_OUTPUT_NAME, GC_OUTPUT_SUBDIR, IMAGE_SUFFIXES, OPTIONAL_OUTPUTS
-from .errors import InputError
-from .image_io import case_id, check_output_location, write_image_atomic
-from .pipeline import Extras, Segmentation
+from ..config import GC_OUTPUT_NAME, GC_OUTPUT_SUBDIR, IMAGE_SUFFIXES, OPTIONAL_OUTPUTS
+from ..errors import InputError
+from .images import case_id, check_output_location, write_image_atomic
+from ..inference.pipeline import Extras, Segmentation
 
 WHAT = {"tumour": "mask", "pancreas": "pancreas mask", "tumour_probability": "tumour probability map",
         "pancreas_probability": "pancreas probability map"}

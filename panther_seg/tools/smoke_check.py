@@ -1,6 +1,6 @@
 """Compare an output mask with the expected one (the Docker smoke test).
 
-    python -m panther_seg.smoke_check OUTPUT EXPECTED [--min-dice 0.99]
+    python -m panther_seg.tools.smoke_check OUTPUT EXPECTED [--min-dice 0.99]
 
 OUTPUT and EXPECTED are .mha files, or folders holding
 images/pancreatic-tumor-segmentation/tumor_seg.mha. Passes (exit 0) when both lie on the same
@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import SimpleITK as sitk
 
-from panther_seg.dice import dice
+from ..dice import dice
 
 MASK_RELPATH = os.path.join("images", "pancreatic-tumor-segmentation", "tumor_seg.mha")
 GEOMETRY_TOLERANCE = 1e-4

@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from .config import (
+from ..config import (
     MIN_COMPONENT_FRACTION,
     MIN_COMPONENT_MM3,
     PANCREAS_MARGIN_MM,

@@ -25,7 +25,7 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 CHUNK = 1 << 20
 HEADER_LIMIT = 1 << 20  # text headers longer than this are not headers

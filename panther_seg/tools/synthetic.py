@@ -8,7 +8,7 @@ abdomen with liver, kidneys, spine, aorta, a curved pancreas and a hypo-intense 
 laid out in coordinates relative to the field of view, so that small test shapes still contain
 every structure. Everything is NumPy + SimpleITK and deterministic from the seed.
 
-``python -m panther_seg.synthetic OUT_DIR --cases N [--seed S] [--shape Z Y X]`` writes
+``python -m panther_seg.tools.synthetic OUT_DIR --cases N [--seed S] [--shape Z Y X]`` writes
 ``OUT_DIR/imagesTr/<case>_0000.mha`` and ``OUT_DIR/labelsTr/<case>.mha`` (a split, when one is
 wanted: ``python -m panther_seg.training.splits OUT_DIR --folds K``).
 """
@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from .config import IMAGE_CHANNEL_SUFFIX, PANCREAS, TRAINING_IMAGES_DIR, TRAINING_LABELS_DIR, TUMOUR
+from ..config import IMAGE_CHANNEL_SUFFIX, PANCREAS, TRAINING_IMAGES_DIR, TRAINING_LABELS_DIR, TUMOUR
 
 MEDIAN_SHAPE_ZYX = (72, 258, 318)
 MEDIAN_SPACING_XYZ = (1.1875, 1.1875, 3.0)
@@ -168,7 +168,7 @@ def write_dataset(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m panther_seg.synthetic", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m panther_seg.tools.synthetic", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out_dir", type=Path)
     p.add_argument("--cases", type=int, required=True)
     p.add_argument("--seed", type=int, default=0)

@@ -16,9 +16,9 @@ from typing import Sequence
 import torch
 from monai.inferers import sliding_window_inference
 
-from model import SegFormer3D
+from ..network import SegFormer3D
 
-from .config import GAUSSIAN_SIGMA_SCALE, OVERLAP, WINDOW
+from ..config import GAUSSIAN_SIGMA_SCALE, OVERLAP, WINDOW
 
 ALL_AXES = (0, 1, 2)  # spatial axes (z, y, x)
 

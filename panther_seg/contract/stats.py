@@ -9,9 +9,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .config import ANISOTROPY_RATIO, SPACING_RANGE_MM
-from .errors import FieldError, InputError
-from .files import write_text_atomic
+from ..config import ANISOTROPY_RATIO, SPACING_RANGE_MM
+from ..errors import FieldError, InputError
+from ..io.files import write_text_atomic
 
 HEADER = "median_spacing,10th_percentile_spacing,median_size"
 Vec3 = tuple[float, float, float]

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .config import DIRECTION_TOLERANCE, GC_IMAGES_SUBDIR, GC_INPUT_FALLBACK, IMAGE_SUFFIXES, SPACING_RANGE_MM
-from .errors import InputError
+from ..config import DIRECTION_TOLERANCE, GC_IMAGES_SUBDIR, GC_INPUT_FALLBACK, IMAGE_SUFFIXES, SPACING_RANGE_MM
+from ..errors import InputError
 from .files import atomic_path, is_temporary
 from .integrity import CapturedStderr, DamagedData, native_stderr, verify_voxel_data
-from .limits import check_image_size
+from ..system.memory import check_image_size
 
 
 def has_image_suffix(path: Path) -> bool:

@@ -1,0 +1,1 @@
+"""The pipeline's steps, in the order data flows: preprocess, sliding-window network, post-process, back to the input grid; ``pipeline`` wires them."""

@@ -1,0 +1,1 @@
+"""Reading and verifying images, writing outputs atomically, and where each output goes."""

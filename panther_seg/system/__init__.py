@@ -1,0 +1,1 @@
+"""What the machine offers: the device, the memory budget, process-wide allocator settings."""

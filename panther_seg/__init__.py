@@ -1,1 +1,14 @@
-"""PANTHER Task 1 pancreatic tumour segmentation: the pipeline behind process.py."""
+"""PANTHER Task 1 pancreatic tumour segmentation of T1 contrast-enhanced MRI.
+
+The Python API (the command line ``panther-seg`` builds through the same calls)::
+
+    import panther_seg
+    segmenter = panther_seg.Segmenter.from_resources(fast=True)   # load the network(s) once
+    outputs = segmenter.segment("scan.nii.gz")                     # a path or a SimpleITK image
+    mask = panther_seg.segment("scan.nii.gz", device="cpu")        # or all in one call
+"""
+from .errors import InputError
+from .inference.options import Options
+from .inference.pipeline import Extras, Segmentation, Segmenter, segment
+
+__all__ = ["Extras", "InputError", "Options", "Segmentation", "Segmenter", "segment"]

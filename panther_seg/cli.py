@@ -8,7 +8,6 @@ verified, so a failed run leaves no output file behind.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -16,21 +15,17 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from .contract.checkpoint import check_model_config, check_pipeline_config
 from .config import (
     FAST_OVERLAP, GC_INPUT_ROOT, GC_OUTPUT_NAME, GC_OUTPUT_ROOT, GC_OUTPUT_SUBDIR, MEMORY_LIMIT_ENV, MEMORY_LIMIT_GIB,
     NORMALISATIONS, ORIENTATIONS, OVERLAP, RESAMPLINGS,
 )
-from .system.device import describe, select_device
-from .errors import FieldError, InputError
+from .system.device import describe
+from .errors import InputError
 from .io.images import find_gc_input, has_image_suffix, list_folder, read_image
-from .system.memory import memory_limit, set_memory_limit
 from .io.outputs import OutputPaths, batch_outputs, check_outputs, gc_outputs, is_mask_path, outputs_beside, write_outputs
+from .inference.options import Options, describe_departures
 from .inference.pipeline import Extras, Segmenter, Timings, peak_memory
-from .inference.preprocessing import PreprocessingOptions
-from .contract.resources import Resources, resolve_resources
 from .system.runtime import keep_freed_memory
-from .inference.sliding_window import InferenceSettings
 
 log = logging.getLogger("panther_seg")
 
@@ -98,35 +93,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def settings_from(args: argparse.Namespace, device: str) -> InferenceSettings:
-    """The sliding window's settings (its window is the checkpoint's: the Segmenter sets it)."""
-    overlap = args.overlap if args.overlap is not None else (FAST_OVERLAP if args.fast else OVERLAP)
-    return InferenceSettings(
-        overlap=overlap,
-        mirror_axes=() if (args.fast or args.no_tta) else (0, 1, 2),
-        batch_size=args.batch_size or (4 if device == "cuda" else 1),
-        device=device,
-        fp16=args.fp16 and device == "cuda",
-    )
-
-
-def preprocessing_from(args: argparse.Namespace, resources: Resources) -> PreprocessingOptions:
-    """The checkpoint's preprocessing, with the options given on the command line instead."""
-    recorded = resources.contract.preprocessing
-    chosen = {k: getattr(args, k) for k in ("orientation", "resample", "normalise") if getattr(args, k) is not None}
-    return PreprocessingOptions(**{**recorded.to_dict(), **chosen})
-
-
-def describe_departures(settings: InferenceSettings, preprocessing: PreprocessingOptions) -> str:
-    """The ways this run departs from the original protocol, or says it follows it."""
-    parts = [f"{k} {v}" for k, v in preprocessing.departures().items()]
-    if settings.overlap != OVERLAP:
-        parts.append(f"overlap {settings.overlap}")
-    if len(settings.mirror_axes) < 3:
-        parts.append(f"{2 ** len(settings.mirror_axes)} mirrorings instead of 8")
-    if settings.fp16:
-        parts.append("fp16")
-    return "protocol: the original" if not parts else "protocol: the original except " + ", ".join(parts)
+def options_from(args: argparse.Namespace) -> Options:
+    """The command line's options, under the same names the Python API takes."""
+    return Options.of(**{name: getattr(args, name) for name in Options.names() if hasattr(args, name)})
 
 
 def describe_image(path: Path, image: sitk.Image) -> str:
@@ -136,21 +105,13 @@ def describe_image(path: Path, image: sitk.Image) -> str:
     )
 
 
-def segment_file(segmenter: Segmenter, src: Path, dst: OutputPaths, extras: Extras = Extras()) -> dict[str, float]:
+def segment_file(segmenter: Segmenter, src: Path, dst: OutputPaths) -> dict[str, float]:
     timings = Timings()
     check_outputs(dst)
     with timings.stage("read"):
-        image = read_image(src)
+        image = read_image(src, segmenter.budget)
     log.info(describe_image(src, image))
-    try:
-        segmentation = segmenter.segment(image, timings, source=src, extras=extras)
-    except InputError as e:
-        if e.path is None:  # raised where the file is not known (e.g. the network grid's budget)
-            raise InputError(src, e.problem) from None
-        raise
-    except MemoryError:
-        raise InputError(src, "out of memory while segmenting: lower --memory-limit (or "
-                              f"${MEMORY_LIMIT_ENV}) to the memory this machine has") from None
+    segmentation = segmenter.segment(image, timings, source=src)
     with timings.stage("write"):
         write_outputs(segmentation, dst)
     log.info("wrote %s", ", ".join(str(p) for p in dst.chosen().values()))
@@ -186,36 +147,21 @@ def batch_destinations(files: list[Path], output: Path, extras: Extras) -> list[
     return destinations
 
 
-def run_batch(segmenter: Segmenter, args: argparse.Namespace, extras: Extras) -> int:
+def run_batch(segmenter: Segmenter, args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     files = batch_inputs(args.inputs)
-    destinations = batch_destinations(files, args.output, extras)
+    destinations = batch_destinations(files, args.output, segmenter.extras)
     failed = []
     progress = len(files) > 1 and sys.stderr.isatty()  # no bar between the error lines of a log
     for src, dst in tqdm(list(zip(files, destinations)), desc="cases", unit="case", file=sys.stderr, disable=not progress):
         try:
-            segment_file(segmenter, src, dst, extras)
+            segment_file(segmenter, src, dst)
         except InputError as e:
             log.error("error: %s", e)
             failed.append(src)
     log.info("%d of %d cases written to %s", len(files) - len(failed), len(files), args.output)
     return 1 if failed else 0
-
-
-def read_model_config(path: Path) -> dict:
-    """--model-config: a JSON object of SegFormer3D constructor arguments."""
-    try:
-        config = json.loads(Path(path).read_text())
-    except OSError as e:
-        raise InputError(path, f"cannot read: {e.strerror or e}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(path, f"not valid JSON: {e}") from None
-    try:
-        check_pipeline_config(check_model_config(config, run=True))
-        return config
-    except FieldError as e:
-        raise InputError(path, e.problem) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,13 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     try:
-        device = select_device(args.device)
-        log.info(describe(device))
-        set_memory_limit(args.memory_limit)
-        config = read_model_config(args.model_config) if args.model_config else None
-        resources = resolve_resources(args.checkpoint, args.stats, config)
-        segmenter = Segmenter(resources, settings_from(args, device), preprocessing_from(args, resources))
-        settings, preprocessing = segmenter.settings, segmenter.preprocessing
+        segmenter = Segmenter.from_resources(args.checkpoint, args.stats, args.device, **vars(options_from(args)))
+        settings, preprocessing, resources = segmenter.settings, segmenter.preprocessing, segmenter.resources
+        log.info(describe(settings.device))
         log.info(
             "checkpoint %s; statistics %s; target spacing %s mm (x, y, z)",
             resources.describe(), resources.stats_source, resources.stats.target_spacing(),
@@ -239,14 +181,13 @@ def main(argv: list[str] | None = None) -> int:
                  settings.overlap, 2 ** len(settings.mirror_axes), settings.batch_size, settings.fp16, preprocessing.to_dict())
         log.info(describe_departures(settings, preprocessing))
         if args.fp16 and not settings.fp16:
-            log.warning("WARNING: --fp16 applies on the GPU only; running fp32 on the %s", device.upper())
-        log.info("memory limit %g GiB (%s)", *memory_limit())
-        extras = Extras(probabilities=args.save_probabilities, pancreas=args.save_pancreas)
+            log.warning("WARNING: --fp16 applies on the GPU only; running fp32 on the %s", settings.device.upper())
+        log.info(segmenter.budget.describe())
         if args.inputs:
-            status = run_batch(segmenter, args, extras)
+            status = run_batch(segmenter, args)
         else:
             src = find_gc_input(args.input_root)
-            segment_file(segmenter, src, gc_outputs(args.output_root, extras), extras)
+            segment_file(segmenter, src, gc_outputs(args.output_root, segmenter.extras))
             status = 0
     except InputError as e:
         log.error("error: %s", e)

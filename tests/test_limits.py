@@ -13,37 +13,42 @@ from panther_seg.system import memory as limits
 from panther_seg.cli import main
 from panther_seg.config import MEMORY_LIMIT_ENV, MEMORY_LIMIT_GIB, RUNTIME_RESERVE_GIB
 from panther_seg.errors import InputError
-from panther_seg.system.memory import GIB, check_image_size, check_target_grid, memory_limit, set_memory_limit
+from panther_seg.system.memory import GIB, MemoryBudget
 from panther_seg.contract.stats import NormalisationStats, write_stats_csv
 
 
 @pytest.fixture(autouse=True)
 def no_override(monkeypatch):
     monkeypatch.delenv(MEMORY_LIMIT_ENV, raising=False)
-    set_memory_limit(None)
-    yield
-    set_memory_limit(None)
 
 
 def test_limit_comes_from_the_option_else_the_environment_else_the_default(monkeypatch):
-    assert memory_limit()[0] == MEMORY_LIMIT_GIB == 15.0
+    assert MemoryBudget.resolve().limit_gib == MEMORY_LIMIT_GIB == 15.0
     monkeypatch.setenv(MEMORY_LIMIT_ENV, "7.5")
-    assert memory_limit() == (7.5, f"${MEMORY_LIMIT_ENV}")
-    set_memory_limit(3)
-    assert memory_limit() == (3, "--memory-limit")
+    assert MemoryBudget.resolve() == MemoryBudget(7.5, f"${MEMORY_LIMIT_ENV}")
+    assert MemoryBudget.resolve(3) == MemoryBudget(3, "--memory-limit")
+
+
+def test_each_caller_holds_its_own_budget():
+    """Nothing global: a budget given to one run does not change another's."""
+    small, default = MemoryBudget(1.0, "test"), MemoryBudget.resolve()
+    with pytest.raises(InputError, match="over the limit of 1 GiB"):
+        small.check_image_size("x.mha", (512, 512, 200), 2)
+    default.check_image_size("x.mha", (512, 512, 200), 2)
 
 
 @pytest.mark.parametrize("value", ["lots", "0", "-1", "nan", "inf"])
 def test_a_bad_environment_value_is_a_clean_error(value, monkeypatch):
     monkeypatch.setenv(MEMORY_LIMIT_ENV, value)
     with pytest.raises(InputError, match=f"{MEMORY_LIMIT_ENV}: environment variable must be a positive number"):
-        memory_limit()
+        MemoryBudget.resolve()
 
 
 def test_declared_image_size_over_the_limit_names_size_and_limit():
-    check_image_size("x.mha", (512, 512, 200), 2)  # a large MRI fits the default
+    budget = MemoryBudget.resolve()
+    budget.check_image_size("x.mha", (512, 512, 200), 2)  # a large MRI fits the default
     with pytest.raises(InputError) as e:
-        check_image_size("x.mha", (2000, 2000, 1000), 2)
+        budget.check_image_size("x.mha", (2000, 2000, 1000), 2)
     assert str(e.value) == ("x.mha: image of 2000 x 2000 x 1000 voxels (2 bytes each) needs about 31.8 GiB of memory, "
                             f"over the limit of 15 GiB (default; set ${MEMORY_LIMIT_ENV} or --memory-limit to change it)")
 
@@ -51,10 +56,10 @@ def test_declared_image_size_over_the_limit_names_size_and_limit():
 def test_target_grid_counts_the_input_still_held():
     size = (1000, 1000, 200)  # 2e8 voxels of network grid
     estimate = limits.target_bytes(size) / GIB + RUNTIME_RESERVE_GIB
-    set_memory_limit(estimate + 0.01)
-    check_target_grid("x.mha", size)
+    budget = MemoryBudget(estimate + 0.01, "--memory-limit")
+    budget.check_target_grid("x.mha", size)
     with pytest.raises(InputError, match=r"x.mha: network grid of 1000 x 1000 x 200 voxels \(x, y, z\) needs about"):
-        check_target_grid("x.mha", size, input_size_xyz=(500, 500, 100), input_bytes_per_voxel=2)
+        budget.check_target_grid("x.mha", size, input_size_xyz=(500, 500, 100), input_bytes_per_voxel=2)
 
 
 def stats_file(path: Path, spacing: float) -> Path:

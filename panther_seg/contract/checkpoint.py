@@ -23,7 +23,7 @@ from ..config import (
 )
 from ..errors import FieldError, InputError
 from ..io.files import atomic_path, write_text_atomic
-from ..system.memory import GIB, memory_limit
+from ..system.memory import MemoryBudget
 from ..inference.preprocessing import PreprocessingOptions
 from .stats import NormalisationStats
 
@@ -79,7 +79,7 @@ def constructor_names() -> tuple[str, ...]:
     return code.co_varnames[1 : code.co_argcount]
 
 
-def check_model_config(config: Any, run: bool = False) -> dict[str, Any]:
+def check_model_config(config: Any, run: bool = False, budget: MemoryBudget | None = None) -> dict[str, Any]:
     """SegFormer3D constructor arguments: known names only, values the constructor accepts, a
     size that fits the memory limit and, with ``run``, a network that runs. The constructor runs
     on the ``meta`` device (no memory), so an absurd width is refused before anything is built;
@@ -96,9 +96,9 @@ def check_model_config(config: Any, run: bool = False) -> dict[str, Any]:
             parameters = sum(p.numel() for p in SegFormer3D(**config).parameters())
     except Exception as e:  # the constructor's own checks raise many types
         raise FieldError("model_config", f"the constructor refuses it ({e.__class__.__name__}: {e})"[:300]) from None
-    limit_gib, _ = memory_limit()
-    if parameters * 4 > limit_gib * GIB / 4:
-        raise FieldError("model_config", f"a network of {parameters:,} parameters does not fit a {limit_gib:g} GiB memory limit")
+    budget = budget or MemoryBudget.resolve()
+    if not budget.fits_weights(parameters):
+        raise FieldError("model_config", f"a network of {parameters:,} parameters does not fit a {budget.limit_gib:g} GiB memory limit")
     if run:
         check_runs(SegFormer3D(**config).eval(), config)
     return dict(config)

@@ -1,12 +1,20 @@
-"""The one place that wires the steps: preprocess -> network -> post-process -> input grid."""
+"""The one place that wires the steps: read and validate -> preprocess -> network -> post-process
+-> input grid. ``Segmenter`` is also the Python API (``panther_seg.Segmenter``)::
+
+    segmenter = Segmenter.from_resources(fast=True)          # the network(s) loaded once
+    outputs = segmenter.segment("scan.nii.gz")               # a path or a SimpleITK image
+    sitk.WriteImage(outputs.tumour, "mask.nii.gz")
+"""
 from __future__ import annotations
 
+import json
 import logging
 import resource
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Iterator
+from pathlib import Path
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -17,7 +25,14 @@ from ..errors import InputError
 from .geometry import to_input_grid
 from .postprocessing import postprocess
 from .preprocessing import PreprocessingOptions, preprocess_image
-from ..contract.resources import Resources
+from ..config import MEMORY_LIMIT_ENV
+from ..contract.checkpoint import check_model_config, check_pipeline_config
+from ..contract.resources import Resources, resolve_resources
+from ..errors import FieldError
+from ..io.images import read_image, validate_image
+from ..system.device import select_device
+from ..system.memory import MemoryBudget
+from .options import Options
 from .sliding_window import InferenceSettings, predict_probabilities
 
 log = logging.getLogger("panther_seg")
@@ -62,24 +77,74 @@ class Segmentation:
 
 class Segmenter:
     """Holds the networks (one, or an ensemble) on their device; ``segment`` maps an image to its
-    tumour mask.
+    outputs on the input's grid.
 
     The checkpoints' contract decides the window, the classes and the preprocessing;
-    ``preprocessing`` overrides the latter (a departure the user chose)."""
+    ``preprocessing`` overrides the latter (a departure the user chose). ``from_resources`` builds
+    one as the command line does."""
 
-    def __init__(self, resources: Resources, settings: InferenceSettings, preprocessing: PreprocessingOptions | None = None):
+    def __init__(self, resources: Resources, settings: InferenceSettings, preprocessing: PreprocessingOptions | None = None,
+                 budget: MemoryBudget | None = None, extras: Extras = Extras()):
         self.resources = resources
         self.contract = resources.contract
         self.preprocessing = preprocessing or self.contract.preprocessing
         self.settings = replace(settings, window=self.contract.window)
+        self.budget = budget or MemoryBudget.resolve()
+        self.extras = extras
         self.models = [m.model.to(self.settings.device).eval() for m in resources.members]
 
-    def segment(self, image: sitk.Image, timings: Timings | None = None, source: object = None, extras: Extras = Extras()) -> Segmentation:
-        """The outputs on exactly the grid of ``image``; ``source`` names it in errors."""
+    @classmethod
+    def from_resources(cls, checkpoints: Sequence[Path | str] | Path | str | None = None, stats: Path | str | None = None,
+                       device: str = "auto", **options: Any) -> "Segmenter":
+        """The networks and statistics with the command line's precedence (``checkpoints``, else
+        ``/opt/ml/model``, else the baked ``resources/``; ``stats``, else the checkpoint's, else
+        the CSV beside it), on ``device`` (auto: the GPU when CUDA works). ``options`` are the
+        command line's long options (``fast=True``, ``overlap=0.5``, ``fp16=True``,
+        ``save_pancreas=True``, ...; see ``Options``). Bad resources raise ``InputError``."""
+        checkpoint = options.pop("checkpoint", None)  # the command line's singular name
+        if checkpoint is not None:
+            if checkpoints is not None:
+                raise TypeError("give checkpoints or checkpoint, not both")
+            checkpoints = checkpoint
+        opts = Options.of(**options)
+        if isinstance(checkpoints, (str, Path)):
+            checkpoints = [checkpoints]
+        budget = MemoryBudget.resolve(opts.memory_limit)
+        chosen = select_device(device)
+        config = model_config(opts.model_config, budget)
+        resources = resolve_resources([Path(c) for c in checkpoints] if checkpoints else None,
+                                      Path(stats) if stats is not None else None, config)
+        extras = Extras(probabilities=opts.save_probabilities, pancreas=opts.save_pancreas)
+        return cls(resources, opts.settings(chosen), opts.preprocessing(resources.contract.preprocessing), budget, extras)
+
+    def segment(self, image: sitk.Image | Path | str, timings: Timings | None = None, source: object = None,
+                extras: Extras | None = None) -> Segmentation:
+        """The outputs on exactly the grid of ``image`` (a path is read and verified first; an
+        image in memory gets the same checks); ``source`` names it in errors."""
         timings = timings or Timings()
+        extras = self.extras if extras is None else extras
+        if isinstance(image, (str, Path)):
+            source = source or Path(image)
+            with timings.stage("read"):
+                image = read_image(Path(image), self.budget)
+        else:
+            source = source or "image"
+            validate_image(image, source)
+            self.budget.check_image_size(source, image.GetSize(), image.GetSizeOfPixelComponent())
+        try:
+            return self._segment(image, timings, source, extras)
+        except InputError as e:
+            if e.path is None:  # raised where the image is not known
+                raise InputError(source, e.problem) from None
+            raise
+        except MemoryError:
+            raise InputError(source, "out of memory while segmenting: lower --memory-limit (or "
+                                     f"${MEMORY_LIMIT_ENV}) to the memory this machine has") from None
+
+    def _segment(self, image: sitk.Image, timings: Timings, source: object, extras: Extras) -> Segmentation:
         with timings.stage("preprocess"):
             prep = preprocess_image(image, self.resources.stats, self.preprocessing, self.contract.direction_matrix(), source,
-                                    members=len(self.models))
+                                    members=len(self.models), budget=self.budget)
         log.info("  network grid   %s voxels (z, y, x) at %s mm (x, y, z)", prep.volume.shape, tuple(round(s, 4) for s in prep.grid.spacing))
         with timings.stage("network"):
             probabilities = self.probabilities(torch.from_numpy(prep.volume))
@@ -121,3 +186,34 @@ class Segmenter:
         finally:
             for model in self.models:
                 model.to(self.settings.device)
+
+
+def model_config(value: Path | str | dict[str, Any] | None, budget: MemoryBudget | None = None) -> dict[str, Any] | None:
+    """``--model-config``: SegFormer3D constructor arguments, as a dict or a JSON file, checked
+    by building and running the network once."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        config, where = value, "model_config"
+    else:
+        where = Path(value)
+        try:
+            config = json.loads(where.read_text())
+        except OSError as e:
+            raise InputError(where, f"cannot read: {e.strerror or e}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InputError(where, f"not valid JSON: {e}") from None
+    try:
+        check_pipeline_config(check_model_config(config, run=True, budget=budget))
+        return dict(config)
+    except FieldError as e:
+        raise InputError(where, e.problem) from None
+
+
+def segment(image: sitk.Image | Path | str, **options: Any) -> sitk.Image:
+    """One call: the tumour mask of ``image`` on its grid, with the baked (or given) weights;
+    ``options`` as ``Segmenter.from_resources`` takes them (``checkpoints=``, ``device=``,
+    ``fast=True``, ...). For many images, build one ``Segmenter`` and reuse it."""
+    keys = ("checkpoints", "stats", "device")
+    segmenter = Segmenter.from_resources(**{k: options.pop(k) for k in keys if k in options}, **options)
+    return segmenter.segment(image).tumour

@@ -25,7 +25,7 @@ import SimpleITK as sitk
 from ..config import NORMALISATIONS, ORIENTATIONS, RESAMPLINGS, ZSCORE_EPSILON
 from ..errors import InputError
 from .geometry import Grid, reorient
-from ..system.memory import check_target_grid
+from ..system.memory import MemoryBudget
 from ..contract.stats import NormalisationStats
 
 IDENTITY = np.eye(3)
@@ -141,13 +141,15 @@ def preprocess_image(
     direction: np.ndarray | None = None,
     source: object = None,
     members: int = 1,
+    budget: MemoryBudget | None = None,
 ) -> Preprocessed:
     """The image as the network sees it. ``direction``: the training orientation, used only with
     ``options.orientation == "training"``; ``source`` names the image in error messages;
-    ``members``: the networks that will run on it (the memory budget counts their outputs)."""
+    ``members``: the networks that will run on it (``budget``, the memory budget, counts their
+    outputs; default: the environment's or the default limit)."""
     image = oriented(image, options, direction)
     grid = network_grid(image, stats.target_spacing(), options.resample)
-    check_target_grid(source, grid.size, image.GetSize(), image.GetSizeOfPixelComponent(), members)
+    (budget or MemoryBudget.resolve()).check_target_grid(source, grid.size, image.GetSize(), image.GetSizeOfPixelComponent(), members)
     if grid != Grid.of(image) or options.resample == "always":
         image = resample_onto(image, grid, sitk.sitkBSpline)
     volume = sitk.GetArrayViewFromImage(image)

@@ -14,7 +14,7 @@ from ..config import DIRECTION_TOLERANCE, GC_IMAGES_SUBDIR, GC_INPUT_FALLBACK, I
 from ..errors import InputError
 from .files import atomic_path, is_temporary
 from .integrity import CapturedStderr, DamagedData, native_stderr, verify_voxel_data
-from ..system.memory import check_image_size
+from ..system.memory import MemoryBudget
 
 
 def has_image_suffix(path: Path) -> bool:
@@ -76,7 +76,7 @@ def _refuse_warnings(path: Path, captured: CapturedStderr, stage: str) -> None:
         raise InputError(path, f"the reader reported a problem while reading the {stage}: {captured.first_line}")
 
 
-def read_image(path: Path) -> sitk.Image:
+def read_image(path: Path, budget: MemoryBudget | None = None) -> sitk.Image:
     """Read one 3D scalar image, proving on the way that it is whole and fits in memory.
 
     Header first (size, type, geometry checked and the memory budget applied before anything
@@ -111,7 +111,7 @@ def read_image(path: Path) -> sitk.Image:
     _refuse_warnings(path, captured, "header")
     header = Header.of(reader)
     validate_header(header, path)
-    check_image_size(path, header.size, header.bytes_per_voxel)
+    (budget or MemoryBudget.resolve()).check_image_size(path, header.size, header.bytes_per_voxel)
     verify_voxel_data(path, header.data_bytes)
     with native_stderr() as captured:
         try:

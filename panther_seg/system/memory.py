@@ -3,7 +3,8 @@
 grand-challenge runs the container with 16 GiB of RAM (1 GiB reserved) and kills it without a
 message when it goes over. So the size an image header declares, and the size of the grid the
 network will see after resampling, are turned into an estimate of the run's peak memory and
-compared with a limit: ``--memory-limit GIB``, else ``$PANTHER_MEMORY_LIMIT_GIB``, else 15 GiB.
+compared with a limit, a ``MemoryBudget`` the caller passes: ``--memory-limit GIB``, else
+``$PANTHER_MEMORY_LIMIT_GIB``, else 15 GiB.
 
 estimate = runtime reserve (interpreter, torch, network, CUDA context)
          + input voxels x (bytes per voxel + working bytes per input voxel)
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -27,31 +29,72 @@ from ..config import (
 from ..errors import InputError
 
 GIB = 2**30
-_override_gib: float | None = None
 
 
-def set_memory_limit(gib: float | None) -> None:
-    """The command line's ``--memory-limit`` (None: the environment variable or the default)."""
-    if gib is not None and not (math.isfinite(gib) and gib > 0):
-        raise ValueError(f"memory limit must be a positive number of GiB, got {gib}")
-    global _override_gib
-    _override_gib = gib
+@dataclass(frozen=True)
+class MemoryBudget:
+    """A limit on a run's estimated peak memory, and where it comes from (for the refusal).
 
+    The caller passes one: inference resolves it from its command line, training from its own
+    settings; nothing global, so one process can hold two runs with different limits."""
 
-def memory_limit() -> tuple[float, str]:
-    """The limit in GiB and where it comes from (for the refusal message)."""
-    if _override_gib is not None:
-        return _override_gib, "--memory-limit"
-    text = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
-    if text:
-        try:
-            value = float(text)
-        except ValueError:
-            value = float("nan")
-        if not (math.isfinite(value) and value > 0):
-            raise InputError(MEMORY_LIMIT_ENV, f"environment variable must be a positive number of GiB, got {text!r}")
-        return value, f"${MEMORY_LIMIT_ENV}"
-    return MEMORY_LIMIT_GIB, f"default; set ${MEMORY_LIMIT_ENV} or --memory-limit to change it"
+    limit_gib: float = MEMORY_LIMIT_GIB
+    source: str = f"default; set ${MEMORY_LIMIT_ENV} or --memory-limit to change it"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.limit_gib, (int, float)) and math.isfinite(self.limit_gib) and self.limit_gib > 0):
+            raise ValueError(f"memory limit must be a positive number of GiB, got {self.limit_gib}")
+
+    @classmethod
+    def resolve(cls, gib: float | None = None) -> "MemoryBudget":
+        """``gib`` (the command line's ``--memory-limit``), else ``$PANTHER_MEMORY_LIMIT_GIB``,
+        else the default."""
+        if gib is not None:
+            return cls(gib, "--memory-limit")
+        text = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
+        if text:
+            try:
+                value = float(text)
+            except ValueError:
+                value = float("nan")
+            if not (math.isfinite(value) and value > 0):
+                raise InputError(MEMORY_LIMIT_ENV, f"environment variable must be a positive number of GiB, got {text!r}")
+            return cls(value, f"${MEMORY_LIMIT_ENV}")
+        return cls()
+
+    def describe(self) -> str:
+        return f"memory limit {self.limit_gib:g} GiB ({self.source})"
+
+    def check(self, path: Path | str | None, what: str, estimate: int) -> None:
+        total = estimate + RUNTIME_RESERVE_GIB * GIB
+        if total > self.limit_gib * GIB:
+            raise InputError(
+                path,
+                f"{what} needs about {total / GIB:.1f} GiB of memory, over the limit of {self.limit_gib:g} GiB ({self.source})",
+            )
+
+    def check_image_size(self, path: Path | str | None, size_xyz: Sequence[int], bytes_per_voxel: int) -> None:
+        """Refuse an image whose declared size would not fit, before reading its voxels."""
+        self.check(path, f"image of {_size_text(size_xyz)} voxels ({bytes_per_voxel} bytes each)",
+                   input_bytes(size_xyz, bytes_per_voxel))
+
+    def check_target_grid(
+        self,
+        path: Path | str | None,
+        size_xyz: Sequence[int],
+        input_size_xyz: Sequence[int] | None = None,
+        input_bytes_per_voxel: int = 4,
+        members: int = 1,
+    ) -> None:
+        """Refuse a case whose network grid (after resampling to the target spacing) would not
+        fit, before resampling; the input image, still held, counts too when its size is given."""
+        held = input_bytes(input_size_xyz, input_bytes_per_voxel) if input_size_xyz is not None else 0
+        what = f"network grid of {_size_text(size_xyz)} voxels (x, y, z){f' for {members} ensemble members' if members > 1 else ''}"
+        self.check(path, what, held + target_bytes(size_xyz, members))
+
+    def fits_weights(self, parameters: int) -> bool:
+        """A network's fp32 weights take at most a quarter of the budget."""
+        return parameters * 4 <= self.limit_gib * GIB / 4
 
 
 def voxels(size_xyz: Sequence[int]) -> int:
@@ -69,35 +112,5 @@ def target_bytes(size_xyz: Sequence[int], members: int = 1) -> int:
     return voxels(size_xyz) * (TARGET_BYTES_PER_VOXEL + members * MEMBER_BYTES_PER_VOXEL)
 
 
-def _check(path: Path | str | None, what: str, estimate: int) -> None:
-    limit_gib, source = memory_limit()
-    total = estimate + RUNTIME_RESERVE_GIB * GIB
-    if total > limit_gib * GIB:
-        raise InputError(
-            path,
-            f"{what} needs about {total / GIB:.1f} GiB of memory, over the limit of {limit_gib:g} GiB ({source})",
-        )
-
-
 def _size_text(size_xyz: Sequence[int]) -> str:
     return " x ".join(str(int(s)) for s in size_xyz)
-
-
-def check_image_size(path: Path | str | None, size_xyz: Sequence[int], bytes_per_voxel: int) -> None:
-    """Refuse an image whose declared size would not fit, before reading its voxels."""
-    _check(path, f"image of {_size_text(size_xyz)} voxels ({bytes_per_voxel} bytes each)",
-           input_bytes(size_xyz, bytes_per_voxel))
-
-
-def check_target_grid(
-    path: Path | str | None,
-    size_xyz: Sequence[int],
-    input_size_xyz: Sequence[int] | None = None,
-    input_bytes_per_voxel: int = 4,
-    members: int = 1,
-) -> None:
-    """Refuse a case whose network grid (after resampling to the target spacing) would not fit,
-    before resampling; the input image, still held, counts too when its size is given."""
-    held = input_bytes(input_size_xyz, input_bytes_per_voxel) if input_size_xyz is not None else 0
-    what = f"network grid of {_size_text(size_xyz)} voxels (x, y, z){f' for {members} ensemble members' if members > 1 else ''}"
-    _check(path, what, held + target_bytes(size_xyz, members))

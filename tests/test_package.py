@@ -50,3 +50,42 @@ def test_the_installed_command_segments_the_real_mri_with_the_baked_weights(inst
     assert f"{installed}/share/panther-seg/resources/segformer3d.pt" in done.stdout  # the wheel's copy, not the clone's
     image, mask = sitk.ReadImage(str(source)), sitk.ReadImage(str(tmp_path / "mask.nii.gz"))
     assert all(getattr(mask, g)() == getattr(image, g)() for g in ("GetSize", "GetSpacing", "GetOrigin", "GetDirection"))
+
+
+@pytest.mark.slow
+def test_pip_install_puts_only_panther_seg_at_the_top_of_site_packages(installed):
+    """No generic top-level name (a ``model`` package would shadow a user's own); the network
+    ships inside the package."""
+    site = Path(subprocess.run([str(installed / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               capture_output=True, text=True, check=True).stdout.strip())
+    ours = {p.name for p in site.iterdir() if not p.name.startswith(("_", "pip", "setuptools", "test-dependencies"))
+            and not p.name.endswith((".dist-info", ".pth"))}
+    assert ours == {"panther_seg"}
+    assert (site / "panther_seg" / "network" / "segformer3d.py").is_file()
+
+
+BLOCKED = {  # command: (a module of its extra, the extra)
+    "train": ("lightning", "train"),
+    "evaluate": ("PIL", "train"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(BLOCKED))
+def test_a_command_whose_extra_is_missing_names_the_extra_in_one_line(command):
+    """As after ``pip install .`` without ``[train]``: the module cannot be imported."""
+    module, extra = BLOCKED[command]
+    code = (f"import sys; sys.modules[{module!r}] = None; sys.argv = ['panther-seg-{command}', '--help']; "
+            f"from panther_seg.commands import {command}; raise SystemExit({command}())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"error: panther-seg-{command} needs the '{extra}' extra ({module} is not installed): "
+        f'pip install "panther-seg[{extra}]"']
+
+
+@pytest.mark.parametrize("command", ["segment", "train", "evaluate", "benchmark", "resources"])
+def test_every_command_answers_help(command):
+    code = f"import sys; sys.argv = ['x', '--help']; from panther_seg.commands import {command}; raise SystemExit({command}())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and "usage:" in done.stdout, done.stderr[-2000:]

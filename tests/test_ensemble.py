@@ -12,13 +12,14 @@ import SimpleITK as sitk
 import torch
 
 from conftest import PANTHER_STATS, SMALL_CONFIG, TINY_WINDOW, blob_volume, small_model, write_image
+from test_sliding_window import naive_logits
 from panther_seg.network import SegFormer3D
 from panther_seg.contract.checkpoint import ModelContract, save_resource
 from panther_seg.cli import main
 from panther_seg.errors import InputError
 from panther_seg.inference.preprocessing import PreprocessingOptions
 from panther_seg.contract.resources import bake, resolve_resources
-from panther_seg.inference.sliding_window import InferenceSettings, predict_logits, predict_probabilities
+from panther_seg.inference.sliding_window import InferenceSettings, predict_probabilities
 from panther_seg.contract.stats import NormalisationStats
 
 SETTINGS = InferenceSettings(window=TINY_WINDOW, overlap=0.5, mirror_axes=(0, 2))
@@ -36,17 +37,21 @@ class Recording:
         return self.model.predict(x)
 
 
-def test_an_ensemble_of_one_is_the_single_model():
-    model = small_model(1)
-    assert torch.equal(predict_probabilities([model], VOLUME, SETTINGS), predict_probabilities(model, VOLUME, SETTINGS))
+def softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=0))
+    return e / e.sum(axis=0)
 
 
 def test_the_ensemble_averages_the_members_softmax_probabilities():
+    """Against an independent oracle: each member's logits from the naive sliding-window loop,
+    softmax in NumPy, averaged."""
     a, b = small_model(1), small_model(2, bias=(0.0, 0.1, 0.3))
-    both = predict_probabilities([a, b], VOLUME, SETTINGS)
-    single = [torch.softmax(predict_logits(m, VOLUME, SETTINGS)[0], dim=0) for m in (a, b)]
-    assert torch.allclose(both, (single[0] + single[1]) / 2, atol=1e-6)
-    assert not torch.allclose(single[0], single[1], atol=1e-3)  # the members do differ
+    both = predict_probabilities([a, b], VOLUME, SETTINGS).numpy()
+    with torch.no_grad():
+        single = [softmax(naive_logits(m, VOLUME.numpy(), TINY_WINDOW, SETTINGS.overlap, SETTINGS.mirror_axes)) for m in (a, b)]
+    np.testing.assert_allclose(both, (single[0] + single[1]) / 2, atol=2e-5)
+    assert np.abs(single[0] - single[1]).max() > 1e-3  # the members do differ
+    np.testing.assert_allclose(predict_probabilities([a], VOLUME, SETTINGS).numpy(), single[0], atol=2e-5)
 
 
 def test_members_share_every_window():

@@ -96,12 +96,17 @@ def test_sliding_window_equals_a_naive_loop(name, overlap, mirror_axes, batch_si
 
 
 def test_probabilities_are_the_softmax_of_the_averaged_logits():
-    volume = torch.from_numpy(np.random.default_rng(2).normal(size=(20, 20, 30)).astype(np.float32))
+    """Against the naive loop's mirroring-averaged logits, softmax taken in NumPy: the softmax
+    comes after the average over mirrorings, not before."""
+    volume = np.random.default_rng(2).normal(size=(20, 20, 30)).astype(np.float32)
     settings = InferenceSettings(window=(16, 16, 24))
     net = ConvNet(5)
-    probabilities = predict_probabilities([net], volume, settings)
-    assert torch.allclose(probabilities, torch.softmax(predict_logits([net], volume, settings)[0], dim=0))
-    assert torch.allclose(probabilities.sum(dim=0), torch.ones(volume.shape))
+    probabilities = predict_probabilities([net], torch.from_numpy(volume), settings).numpy()
+    logits = naive_logits(net, volume, settings.window, settings.overlap, settings.mirror_axes)
+    expected = np.exp(logits - logits.max(axis=0))
+    expected /= expected.sum(axis=0)
+    np.testing.assert_allclose(probabilities, expected, atol=2e-6)
+    np.testing.assert_allclose(probabilities.sum(axis=0), 1.0, atol=1e-6)
 
 
 def test_the_eight_mirrorings_in_the_original_order():

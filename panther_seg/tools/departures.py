@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,14 +23,10 @@ import SimpleITK as sitk
 
 from .benchmark import machine
 from ..config import FAST_OVERLAP, GC_INPUT_FALLBACK, PROJECT_ROOT
-from ..system.device import select_device
 from ..dice import dice
 from ..io.images import read_image
 from ..inference.pipeline import Segmenter
-from ..inference.preprocessing import PreprocessingOptions
-from ..contract.resources import resolve_resources
 from ..system.runtime import keep_freed_memory
-from ..inference.sliding_window import InferenceSettings
 from .synthetic import make_case
 
 REAL_MRI = PROJECT_ROOT.parent / "shared" / "data" / "real-mri" / "example_mr_sm.nii.gz"
@@ -40,19 +36,18 @@ SMOKE_CASE = PROJECT_ROOT / "test" / "input" / "images" / GC_INPUT_FALLBACK
 @dataclass(frozen=True)
 class Departure:
     name: str
-    settings: dict[str, Any] = field(default_factory=dict)
-    preprocessing: dict[str, str] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # as Segmenter.from_resources takes them
     gpu_only: bool = False
 
 
 DEPARTURES = (
-    Departure("--fast (no mirroring, overlap 0.25)", {"mirror_axes": (), "overlap": FAST_OVERLAP}),
-    Departure("--no-tta (no mirroring)", {"mirror_axes": ()}),
-    Departure("--orientation training", preprocessing={"orientation": "training"}),
-    Departure("--resample if-needed", preprocessing={"resample": "if-needed"}),
-    Departure("--normalise nonzero", preprocessing={"normalise": "nonzero"}),
+    Departure(f"--fast (no mirroring, overlap {FAST_OVERLAP})", {"fast": True}),
+    Departure("--no-tta (no mirroring)", {"no_tta": True}),
+    Departure("--orientation training", {"orientation": "training"}),
+    Departure("--resample if-needed", {"resample": "if-needed"}),
+    Departure("--normalise nonzero", {"normalise": "nonzero"}),
     Departure("all three (the project's preprocessing before the protocol became the default)",
-              preprocessing={"orientation": "training", "resample": "if-needed", "normalise": "nonzero"}),
+              {"orientation": "training", "resample": "if-needed", "normalise": "nonzero"}),
     Departure("--fp16", {"fp16": True}, gpu_only=True),
     Departure("--batch-size 4 (not a departure: rounding only)", {"batch_size": 4}),
 )
@@ -87,29 +82,29 @@ def shifted(image: sitk.Image, by: int = 100) -> sitk.Image:
 
 
 def measure(checkpoint: Path | None, device: str) -> dict[str, Any]:
-    resources = resolve_resources([checkpoint] if checkpoint else None)
-    default_settings = InferenceSettings(device=device, batch_size=1)
-    recorded = resources.contract.preprocessing
+    """Each departure's Dice against the default protocol, every segmenter built as a user builds
+    one (``Segmenter.from_resources``), one window per pass unless the departure says otherwise."""
+    default = Segmenter.from_resources(checkpoint, device=device, batch_size=1)
     rows = []
     for case_name, load in cases().items():
         image = load()
         start = time.perf_counter()
-        reference = sitk.GetArrayFromImage(Segmenter(resources, default_settings, recorded).segment(image).tumour)
+        reference = sitk.GetArrayFromImage(default.segment(image).tumour)
         default_s = time.perf_counter() - start
         print(f"{case_name}: default {int(reference.sum())} voxels ({default_s:.0f} s)", flush=True)
         for d in DEPARTURES:
             if d.gpu_only and device != "cuda":
                 continue
-            options = PreprocessingOptions(**{**recorded.to_dict(), **d.preprocessing})
+            departed = Segmenter.from_resources(checkpoint, device=device, **{"batch_size": 1, **d.options})
             start = time.perf_counter()
-            mask = sitk.GetArrayFromImage(Segmenter(resources, replace(default_settings, **d.settings), options).segment(image).tumour)
+            mask = sitk.GetArrayFromImage(departed.segment(image).tumour)
             row = {"case": case_name, "departure": d.name, "dice": round(float(dice(reference > 0, mask > 0)), 4),
                    "voxels": int(mask.sum()), "default_voxels": int(reference.sum()),
                    "seconds": round(time.perf_counter() - start, 1), "default_seconds": round(default_s, 1)}
             rows.append(row)
             print(f"  {d.name}: Dice {row['dice']} ({row['voxels']} voxels, {row['seconds']} s)", flush=True)
     return {"machine": machine(), "device": device, "date": time.strftime("%Y-%m-%d %H:%M"),
-            "checkpoint": resources.describe(), "rows": rows}
+            "checkpoint": default.resources.describe(), "rows": rows}
 
 
 def print_table(report: dict[str, Any]) -> None:
@@ -127,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=Path("departures.json"))
     args = p.parse_args(argv)
     keep_freed_memory()
-    report = measure(args.checkpoint, select_device(args.device))
+    report = measure(args.checkpoint, args.device)
     print_table(report)
     args.json.write_text(json.dumps(report, indent=1))
     print(f"wrote {args.json}")

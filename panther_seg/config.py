@@ -41,7 +41,7 @@ TRAINING_IMAGES_DIR, TRAINING_LABELS_DIR = "imagesTr", "labelsTr"
 CLASS_NAMES = ("background", "tumour", "pancreas")
 TUMOUR, PANCREAS = 1, 2
 
-# preprocessing: the original protocol (spec/container.md), then the named departures
+# preprocessing: the original protocol (docs/protocol.md), then the named departures
 ANISOTROPY_RATIO = 3.0  # median z / median x at or above this: use the 10th-percentile z spacing
 ZSCORE_EPSILON = 1e-6  # (v - mean) / (std + epsilon)
 ORIENTATIONS = ("storage", "training")  # array in storage order (original) | reoriented to the training direction

@@ -1,4 +1,4 @@
-"""The network conforms to spec/network.md: state-dict names and shapes, the reference vector,
+"""The network conforms to the network specification (../shared/spec/network.md): state-dict names and shapes, the reference vector,
 another configuration, and the efficient forward equal to the literal reference (model/reference.py)."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Each post-processing rule of spec/container.md on hand-made probability maps whose answer is
+"""Each post-processing rule of docs/protocol.md on hand-made probability maps whose answer is
 known: the inclusive threshold, opening then closing with the 6-connected cross, the minimum
 component volume (50 mm^3 or 0.05 % of the total) and its fallback to the largest, the second
 component at 20 % of the largest, and the pancreas margin (a ball of round(6 mm / mean spacing)

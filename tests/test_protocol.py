@@ -1,7 +1,7 @@
 """The pipeline computes the original protocol: on cases spanning 3 or more windows per axis, with
 non-positive voxels, integer and float input, a flipped direction and a volume thinner than the
 window, its mask equals, voxel for voxel, the mask of the literal implementation of
-spec/container.md (panther_seg/reference.py), and its network input and probabilities agree
+docs/protocol.md (panther_seg/tools/reference_protocol.py), and its network input and probabilities agree
 within 1e-5 (float32 rounding: the pipeline normalises in float64, batches windows, and
 post-processes inside a bounding box)."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""From class probabilities to the tumour mask, on the network's grid (spec/container.md,
+"""From class probabilities to the tumour mask, on the network's grid (docs/protocol.md,
 "Post-processing"): threshold, opening then closing, connected components by volume, and
 proximity to the predicted pancreas. Morphology runs inside the bounding box of the candidate
 voxels (grown by a margin), which gives the same result as on the whole volume for a fraction of

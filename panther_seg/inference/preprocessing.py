@@ -1,4 +1,4 @@
-"""Preprocessing shared by training and inference: the original protocol (spec/container.md,
+"""Preprocessing shared by training and inference: the original protocol (docs/protocol.md,
 "Preprocessing") and its named departures.
 
 The original protocol, step by step:

@@ -1,4 +1,4 @@
-"""The network computed literally as spec/network.md words it, over the same modules and weights.
+"""The network computed literally as the network specification words it, over the same modules and weights.
 
 No shortcut at all: the explicit attention matrix, BatchNorm after its convolution, strided
 convolutions, channels-first maps, every map upsampled before the fusion convolution. It is

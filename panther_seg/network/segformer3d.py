@@ -1,7 +1,7 @@
 """Compact SegFormer3D: a hierarchical transformer encoder and an ASPP + FPN decoder.
 
-Written from ``spec/network.md``; module names are the state-dict keys of the original training
-code, so its checkpoints load strictly. The forward passes compute the specified function with
+Written from the original submission's network specification, layer by layer; module names are
+the state-dict keys of the original training code, so its checkpoints load strictly. The forward passes compute the specified function with
 efficient kernels: fused attention (``scaled_dot_product_attention``, never the 133,120 x 2,080
 attention matrix of stage 1), BatchNorm folded into convolutions at inference, channels-last
 maps where CPU kernels prefer them. ``model/reference.py`` computes the same function literally;

@@ -1,4 +1,4 @@
-"""The original inference protocol written out literally, step by step as spec/container.md words
+"""The original inference protocol written out literally, step by step as docs/protocol.md words
 it: slow and obvious, with no shortcut (whole-volume morphology, one window per pass, the MONAI
 inferer object as the original built it). It is the oracle the tests hold the pipeline to, as
 ``model/reference.py`` is for the network; nothing in the container runs it.

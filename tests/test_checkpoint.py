@@ -8,7 +8,8 @@ import torch
 
 from conftest import PANTHER_STATS, SMALL_CONFIG, small_model
 from panther_seg.network import SegFormer3D
-from panther_seg.contract.checkpoint import RESOURCE_FORMAT, ModelContract, load_checkpoint, save_resource, verify_sha256sums, write_sha256sums
+from panther_seg.contract.checkpoint import RESOURCE_FORMAT, ModelContract, load_checkpoint, save_resource
+from panther_seg.contract.resources import verify_sha256sums, write_sha256sums
 from panther_seg.errors import InputError
 from panther_seg.inference.preprocessing import PreprocessingOptions
 from panther_seg.contract.resources import bake, resolve_resources

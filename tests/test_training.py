@@ -18,7 +18,8 @@ import SimpleITK as sitk
 import torch
 from conftest import requires_shared
 
-from panther_seg.contract.checkpoint import ModelContract, load_checkpoint, verify_sha256sums
+from panther_seg.contract.checkpoint import ModelContract, load_checkpoint
+from panther_seg.contract.resources import verify_sha256sums
 from panther_seg.config import PROJECT_ROOT, STATS_FILE_NAME
 from panther_seg.errors import InputError
 from panther_seg.contract.stats import HEADER, read_stats_csv

@@ -13,18 +13,19 @@ uses it too).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .checkpoint import (
-    LoadedModel, ModelContract, check_pipeline_config, load_checkpoint, verify_sha256sums, write_sha256sums,
-)
+from .checkpoint import LoadedModel, load_checkpoint
+from .model_contract import ModelContract
+from .network_config import check_pipeline_config
 from ..config import CHECKPOINT_SUFFIXES, MODEL_TARBALL_DIR, RESOURCES_DIR, SHA256_FILE_NAME, STATS_FILE_NAME
 from ..errors import FieldError, InputError
-from ..io.files import atomic_path
+from ..io.files import atomic_path, write_text_atomic
 from .stats import NormalisationStats, read_stats_csv
 
 
@@ -136,6 +137,42 @@ def write_resources(folder: Path, checkpoints: dict[str, Callable[[Path], object
         stats_target.unlink(missing_ok=True)
     write_sha256sums(folder)
     return targets
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_sha256sums(folder: Path) -> Path:
+    """List every checkpoint and statistics file of ``folder`` with its SHA-256."""
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix in CHECKPOINT_SUFFIXES or p.name == STATS_FILE_NAME)
+    out = Path(folder) / SHA256_FILE_NAME
+    write_text_atomic(out, "".join(f"{sha256(p)}  {p.name}\n" for p in files))
+    return out
+
+
+def verify_sha256sums(folder: Path) -> set[str]:
+    """Check the files listed in ``folder/SHA256SUMS`` (a damaged resource must not run
+    silently); returns the names listed."""
+    sums = Path(folder) / SHA256_FILE_NAME
+    if not sums.is_file():
+        raise InputError(sums, "missing: baked resources must carry SHA-256 sums (python -m panther_seg.contract.resources bake)")
+    listed: set[str] = set()
+    for line in sums.read_text().splitlines():
+        if not line.strip():
+            continue
+        digest, name = line.split(maxsplit=1)
+        target = Path(folder) / name.strip().lstrip("*")
+        if not target.is_file():
+            raise InputError(target, f"listed in {SHA256_FILE_NAME} but missing")
+        if sha256(target) != digest:
+            raise InputError(target, "SHA-256 mismatch: the file is damaged or was replaced without updating SHA256SUMS")
+        listed.add(target.name)
+    return listed
 
 
 def bake(checkpoints: Sequence[Path], stats: Path | None, resources_dir: Path = RESOURCES_DIR) -> list[Path]:

@@ -26,7 +26,7 @@ from .geometry import to_input_grid
 from .postprocessing import postprocess
 from .preprocessing import PreprocessingOptions, preprocess_image
 from ..config import MEMORY_LIMIT_ENV
-from ..contract.checkpoint import check_model_config, check_pipeline_config
+from ..contract.network_config import check_model_config, check_pipeline_config
 from ..contract.resources import Resources, resolve_resources
 from ..errors import FieldError
 from ..io.images import read_image, validate_image

@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                             "when the size would not change (default: the checkpoint's)")
     departures.add_argument("--normalise", choices=NORMALISATIONS, help="z-score over the voxels > 0 (positive, original) "
                             "or != 0 (nonzero) (default: the checkpoint's)")
-    p.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default 4 on GPU, 1 on CPU; the same result up to rounding)")
+    p.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default: from free GPU memory, at most 8, on GPU; 1 on CPU; the same result up to rounding)")
     p.add_argument("--checkpoint", type=Path, action="append", help="checkpoint to use instead of /opt/ml/model or resources/; repeat for an ensemble")
     p.add_argument("--stats", type=Path, help="mri_statistics.csv to use instead of the checkpoint's")
     p.add_argument("--model-config", type=Path, help="JSON of SegFormer3D constructor arguments, for checkpoints that record none")
@@ -177,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             "checkpoint %s; statistics %s; target spacing %s mm (x, y, z)",
             resources.describe(), resources.stats_source, resources.stats.target_spacing(),
         )
-        log.info("window %s, overlap %s, mirrorings %d, batch %d, fp16 %s; preprocessing %s", settings.window,
-                 settings.overlap, 2 ** len(settings.mirror_axes), settings.batch_size, settings.fp16, preprocessing.to_dict())
+        log.info("window %s, overlap %s, mirrorings %d, batch %s, fp16 %s; preprocessing %s", settings.window,
+                 settings.overlap, 2 ** len(settings.mirror_axes), settings.batch_size or "auto", settings.fp16, preprocessing.to_dict())
         log.info(describe_departures(settings, preprocessing))
         if args.fp16 and not settings.fp16:
             log.warning("WARNING: --fp16 applies on the GPU only; running fp32 on the %s", settings.device.upper())

@@ -166,23 +166,21 @@ class Segmenter:
         return out
 
     def probabilities(self, volume: torch.Tensor) -> torch.Tensor:
-        """Class probabilities; out of GPU memory, retried with one window per pass, then on the
-        CPU (as nnU-Net does), loudly, rather than losing the case."""
-        try:
-            return predict_probabilities(self.models, volume, self.settings)
-        except torch.OutOfMemoryError:
-            torch.cuda.empty_cache()
-        if self.settings.batch_size > 1:
-            log.warning("WARNING: out of GPU memory with %d windows per pass: retrying with 1", self.settings.batch_size)
+        """Class probabilities. Out of GPU memory, loudly rather than losing the case (as nnU-Net
+        does): the stitching moves to the host while the network stays on the GPU, then one
+        window per pass, then the whole case on the CPU."""
+        for settings, warning in gpu_fallbacks(self.settings):
+            if warning:
+                log.warning("WARNING: out of GPU memory %s", warning)
             try:
-                return predict_probabilities(self.models, volume, replace(self.settings, batch_size=1))
+                return predict_probabilities(self.models, volume, settings)
             except torch.OutOfMemoryError:
                 torch.cuda.empty_cache()
         log.warning("WARNING: out of GPU memory even with 1 window per pass: running this case on the CPU (much slower)")
         for model in self.models:
             model.to("cpu")
         try:
-            return predict_probabilities(self.models, volume, replace(self.settings, batch_size=1, device="cpu", fp16=False))
+            return predict_probabilities(self.models, volume, replace(self.settings, batch_size=1, device="cpu", stitch_device=None, fp16=False))
         finally:
             for model in self.models:
                 model.to(self.settings.device)
@@ -217,3 +215,16 @@ def segment(image: sitk.Image | Path | str, **options: Any) -> sitk.Image:
     keys = ("checkpoints", "stats", "device")
     segmenter = Segmenter.from_resources(**{k: options.pop(k) for k in keys if k in options}, **options)
     return segmenter.segment(image).tumour
+
+
+def gpu_fallbacks(settings: InferenceSettings) -> list[tuple[InferenceSettings, str]]:
+    """The attempts before the CPU, each with the warning that announces it: as chosen; the
+    stitched logits on the host (the network and its windows stay on the GPU); that with one
+    window per pass."""
+    host = replace(settings, stitch_device="cpu")
+    attempts = [(settings, "")]
+    if settings.stitch_device != "cpu":
+        attempts.append((host, "with the stitching on the GPU: stitching on the host, the network still on the GPU"))
+    if settings.batch_size != 1:
+        attempts.append((replace(host, batch_size=1), "with several windows per pass: retrying with 1"))
+    return attempts

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import queue
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import SimpleITK as sitk
 
@@ -73,7 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                             "when the size would not change (default: the checkpoint's)")
     departures.add_argument("--normalise", choices=NORMALISATIONS, help="z-score over the voxels > 0 (positive, original) "
                             "or != 0 (nonzero) (default: the checkpoint's)")
-    p.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default 4 on GPU, 1 on CPU; the same result up to rounding)")
+    p.add_argument("--batch-size", type=int, default=None, help="windows per forward pass (default: from free GPU memory, at most 8, on GPU; 1 on CPU; the same result up to rounding)")
     p.add_argument("--checkpoint", type=Path, action="append", help="checkpoint to use instead of /opt/ml/model or resources/; repeat for an ensemble")
     p.add_argument("--stats", type=Path, help="mri_statistics.csv to use instead of the checkpoint's")
     p.add_argument("--model-config", type=Path, help="JSON of SegFormer3D constructor arguments, for checkpoints that record none")
@@ -147,21 +151,137 @@ def batch_destinations(files: list[Path], output: Path, extras: Extras) -> list[
     return destinations
 
 
-def run_batch(segmenter: Segmenter, args: argparse.Namespace) -> int:
+def run_batch(segmenter: Segmenter, args: argparse.Namespace, overlap: bool | None = None) -> int:
+    """Every case, each failure reported and counted, never stopping the others. ``overlap``
+    (default: on a GPU) reads and preprocesses the next case and writes the previous one while
+    the network runs (``overlapped_cases``); the outputs are the same either way."""
     from tqdm import tqdm
 
     files = batch_inputs(args.inputs)
     destinations = batch_destinations(files, args.output, segmenter.extras)
     failed = []
     progress = len(files) > 1 and sys.stderr.isatty()  # no bar between the error lines of a log
-    for src, dst in tqdm(list(zip(files, destinations)), desc="cases", unit="case", file=sys.stderr, disable=not progress):
+    overlap = segmenter.settings.device == "cuda" if overlap is None else overlap
+    cases = list(zip(files, destinations))
+    with tqdm(total=len(cases), desc="cases", unit="case", file=sys.stderr, disable=not progress) as bar:
+        for src, error in (overlapped_cases if overlap else sequential_cases)(segmenter, cases):
+            if error is not None:
+                log.error("error: %s", error)
+                failed.append(src)
+            bar.update()
+    log.info("%d of %d cases written to %s", len(files) - len(failed), len(files), args.output)
+    return 1 if failed else 0
+
+
+def sequential_cases(segmenter: Segmenter, cases: list[tuple[Path, OutputPaths]]) -> Iterator[tuple[Path, InputError | None]]:
+    """Each case in turn: its source and its error, if any."""
+    for src, dst in cases:
         try:
             segment_file(segmenter, src, dst)
         except InputError as e:
-            log.error("error: %s", e)
-            failed.append(src)
-    log.info("%d of %d cases written to %s", len(files) - len(failed), len(files), args.output)
-    return 1 if failed else 0
+            yield src, e
+        else:
+            yield src, None
+
+
+CASES_IN_FLIGHT = 3  # overlapped batch mode holds at most this many cases: one read, one in the network, one written
+
+
+@dataclass
+class Case:
+    """One case on its way through the overlapped stages; ``error`` stops its later stages."""
+
+    src: Path
+    dst: OutputPaths
+    timings: Timings = field(default_factory=Timings)
+    image: sitk.Image | None = None
+    prepared: Any = None
+    probabilities: tuple[Any, Any] | None = None
+    error: BaseException | None = None
+
+
+def overlapped_cases(segmenter: Segmenter, cases: list[tuple[Path, OutputPaths]]) -> Iterator[tuple[Path, InputError | None]]:
+    """``sequential_cases`` with the stages in three threads, like nnU-Net's background workers:
+    a reader (read, check, preprocess), the network, a writer (post-process, input grid, write).
+    A semaphore holds at most ``CASES_IN_FLIGHT`` cases in memory. Results come back in order; an
+    ``InputError`` fails its case only; any other error stops the run at that case, as
+    sequentially (later cases are not written)."""
+    slots = threading.Semaphore(CASES_IN_FLIGHT)
+    stop = threading.Event()
+    prepared: queue.Queue[Case | None] = queue.Queue()
+    inferred: queue.Queue[Case | None] = queue.Queue()
+    done: queue.Queue[Case | None] = queue.Queue()
+
+    def stage(case: Case, work: Callable[[], None], named: bool = True) -> None:
+        if case.error is None and not stop.is_set():
+            try:
+                if named:
+                    with segmenter.errors_named(case.src):
+                        work()
+                else:
+                    work()
+            except BaseException as e:  # carried to the consumer, in order
+                case.error = e
+
+    def read(case: Case) -> None:
+        check_outputs(case.dst)
+        with case.timings.stage("read"):
+            case.image = read_image(case.src, segmenter.budget)
+        log.info(describe_image(case.src, case.image))
+        segmenter.check(case.image, case.src)
+
+    def prepare(case: Case) -> None:
+        case.prepared = segmenter.prepare(case.image, case.timings, case.src)
+
+    def infer(case: Case) -> None:
+        case.probabilities = segmenter.infer(case.prepared, case.timings, case.src)
+        case.prepared.volume = None  # the network's input is no longer needed
+
+    def write(case: Case) -> None:
+        segmentation = segmenter.finish(case.image, case.prepared, *case.probabilities, case.timings, segmenter.extras)
+        with case.timings.stage("write"):
+            write_outputs(segmentation, case.dst)
+        log.info("wrote %s", ", ".join(str(p) for p in case.dst.chosen().values()))
+
+    def reader() -> None:
+        for src, dst in cases:
+            slots.acquire()
+            if stop.is_set():
+                break
+            case = Case(src, dst)
+            stage(case, lambda: read(case), named=False)
+            stage(case, lambda: prepare(case))
+            prepared.put(case)
+        prepared.put(None)
+
+    def network() -> None:
+        while (case := prepared.get()) is not None:
+            stage(case, lambda: infer(case))
+            inferred.put(case)
+        inferred.put(None)
+
+    def writer() -> None:
+        while (case := inferred.get()) is not None:
+            stage(case, lambda: write(case))
+            case.image = case.prepared = case.probabilities = None  # this case's memory, before its slot is freed
+            if case.error is not None and not isinstance(case.error, InputError):
+                stop.set()
+            done.put(case)
+            slots.release()
+        done.put(None)
+
+    threads = [threading.Thread(target=t, name=f"panther-{t.__name__}", daemon=True) for t in (reader, network, writer)]
+    for t in threads:
+        t.start()
+    try:
+        while (case := done.get()) is not None:
+            if case.error is not None and not isinstance(case.error, InputError):
+                raise case.error
+            yield case.src, case.error
+    finally:
+        stop.set()
+        for _ in range(CASES_IN_FLIGHT):
+            slots.release()  # a reader waiting for a slot sees the stop
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,8 +297,8 @@ def main(argv: list[str] | None = None) -> int:
             "checkpoint %s; statistics %s; target spacing %s mm (x, y, z)",
             resources.describe(), resources.stats_source, resources.stats.target_spacing(),
         )
-        log.info("window %s, overlap %s, mirrorings %d, batch %d, fp16 %s; preprocessing %s", settings.window,
-                 settings.overlap, 2 ** len(settings.mirror_axes), settings.batch_size, settings.fp16, preprocessing.to_dict())
+        log.info("window %s, overlap %s, mirrorings %d, batch %s, fp16 %s; preprocessing %s", settings.window,
+                 settings.overlap, 2 ** len(settings.mirror_axes), settings.batch_size or "auto", settings.fp16, preprocessing.to_dict())
         log.info(describe_departures(settings, preprocessing))
         if args.fp16 and not settings.fp16:
             log.warning("WARNING: --fp16 applies on the GPU only; running fp32 on the %s", settings.device.upper())

@@ -35,11 +35,11 @@ def test_asking_for_cuda_without_it_is_an_error(monkeypatch):
     logging.getLogger("panther_seg").handlers.clear()
 
 
-def test_out_of_gpu_memory_retries_with_one_window_then_on_the_cpu(monkeypatch, capsys, tiny_window_checkpoint):
-    """The pass that runs out of memory is retried with one window per pass, then on the CPU,
-    each time with a warning: the case is not lost (nnU-Net's behaviour)."""
+def test_out_of_gpu_memory_stitches_on_the_host_then_one_window_then_the_cpu(monkeypatch, capsys, tiny_window_checkpoint):
+    """Out of memory, the case is retried with the stitching on the host (the network stays where
+    it is), then with one window per pass, then on the CPU, each time with a warning: the case is
+    not lost (nnU-Net's behaviour), and the result is the same."""
     import numpy as np
-    import torch
 
     from conftest import PANTHER_STATS
     from panther_seg.inference import pipeline
@@ -50,20 +50,34 @@ def test_out_of_gpu_memory_retries_with_one_window_then_on_the_cpu(monkeypatch, 
     loaded = load_checkpoint(tiny_window_checkpoint)
     segmenter = pipeline.Segmenter(Resources([loaded], PANTHER_STATS, [tiny_window_checkpoint], "test"),
                                    InferenceSettings(batch_size=4, mirror_axes=()))
+    model = segmenter.models[0]
+    moves: list[str] = []
+    real_to = model.to
+    monkeypatch.setattr(model, "to", lambda device, *a, **k: (moves.append(str(device)), real_to(device, *a, **k))[1])
     real = pipeline.predict_probabilities
     calls = []
 
-    def out_of_memory_twice(models, volume, settings):
-        calls.append((settings.batch_size, settings.device))
-        if len(calls) <= 2:
+    def out_of_memory_three_times(models, volume, settings):
+        calls.append((settings.batch_size, settings.device, settings.stitch_device, list(moves)))
+        if len(calls) <= 3:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(models, volume, settings)
 
-    monkeypatch.setattr(pipeline, "predict_probabilities", out_of_memory_twice)
+    monkeypatch.setattr(pipeline, "predict_probabilities", out_of_memory_three_times)
     volume = torch.from_numpy(np.random.default_rng(0).normal(size=(20, 40, 40)).astype(np.float32))
     configure_logging()
     result = segmenter.probabilities(volume)
-    assert calls == [(4, "cpu"), (1, "cpu"), (1, "cpu")]
+    assert calls == [(4, "cpu", None, []), (4, "cpu", "cpu", []), (1, "cpu", "cpu", []), (1, "cpu", None, ["cpu"])]
     err = capsys.readouterr().err
-    assert "retrying with 1" in err and "running this case on the CPU" in err
-    assert torch.allclose(result, real(segmenter.models, volume, InferenceSettings(window=(32, 32, 32), mirror_axes=())))
+    assert err.index("stitching on the host, the network still on the GPU") < err.index("retrying with 1") < err.index("running this case on the CPU")
+    assert torch.allclose(result, real(segmenter.models, volume, InferenceSettings(window=(32, 32, 32), mirror_axes=())), atol=1e-5, rtol=0)
+
+
+def test_the_fallbacks_skip_what_is_already_so():
+    from panther_seg.inference.pipeline import gpu_fallbacks
+    from panther_seg.inference.sliding_window import InferenceSettings
+
+    auto = [(s.batch_size, s.stitch_device) for s, _ in gpu_fallbacks(InferenceSettings(batch_size=None, device="cuda"))]
+    assert auto == [(None, None), (None, "cpu"), (1, "cpu")]
+    one = [(s.batch_size, s.stitch_device) for s, _ in gpu_fallbacks(InferenceSettings(batch_size=1, device="cuda"))]
+    assert one == [(1, None), (1, "cpu")]

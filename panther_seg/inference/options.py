@@ -16,9 +16,6 @@ from ..config import FAST_OVERLAP, NORMALISATIONS, ORIENTATIONS, OVERLAP, RESAMP
 from .preprocessing import PreprocessingOptions
 from .sliding_window import ALL_AXES, InferenceSettings
 
-GPU_BATCH_SIZE = 4  # windows per forward pass on a GPU unless --batch-size says otherwise
-
-
 @dataclass(frozen=True)
 class Options:
     """What a user may choose; ``None`` means "what the checkpoint records, else the original"."""
@@ -67,9 +64,10 @@ class Options:
         return InferenceSettings(
             overlap=overlap,
             mirror_axes=() if (self.fast or self.no_tta) else ALL_AXES,
-            batch_size=self.batch_size or (GPU_BATCH_SIZE if device == "cuda" else 1),
+            batch_size=self.batch_size or (None if device == "cuda" else 1),  # None: from free GPU memory
             device=device,
             fp16=self.fp16 and device == "cuda",
+            progress=self.progress,
         )
 
     def preprocessing(self, recorded: PreprocessingOptions) -> PreprocessingOptions:

@@ -24,7 +24,7 @@ from ..config import PANCREAS_THRESHOLD
 from ..errors import InputError
 from .geometry import to_input_grid
 from .postprocessing import postprocess
-from .preprocessing import PreprocessingOptions, preprocess_image
+from .preprocessing import Preprocessed, PreprocessingOptions, preprocess_image
 from ..config import MEMORY_LIMIT_ENV
 from ..contract.network_config import check_model_config, check_pipeline_config
 from ..contract.resources import Resources, resolve_resources
@@ -129,10 +129,21 @@ class Segmenter:
                 image = read_image(Path(image), self.budget)
         else:
             source = source or "image"
-            validate_image(image, source)
-            self.budget.check_image_size(source, image.GetSize(), image.GetSizeOfPixelComponent())
-        try:
+            self.check(image, source)
+        with self.errors_named(source):
             return self._segment(image, timings, source, extras)
+
+    def check(self, image: sitk.Image, source: object) -> None:
+        """An image in memory gets the checks a path's reading makes, and the memory budget's."""
+        validate_image(image, source)
+        self.budget.check_image_size(source, image.GetSize(), image.GetSizeOfPixelComponent())
+
+    @contextmanager
+    def errors_named(self, source: object) -> Iterator[None]:
+        """A stage's failures as ``InputError`` naming ``source`` (so batch mode's stages, run
+        apart, report exactly as ``segment`` does)."""
+        try:
+            yield
         except InputError as e:
             if e.path is None:  # raised where the image is not known
                 raise InputError(source, e.problem) from None
@@ -142,47 +153,60 @@ class Segmenter:
                                      f"${MEMORY_LIMIT_ENV}) to the memory this machine has") from None
 
     def _segment(self, image: sitk.Image, timings: Timings, source: object, extras: Extras) -> Segmentation:
+        prepared = self.prepare(image, timings, source)
+        tumour, pancreas = self.infer(prepared, timings, source)
+        return self.finish(image, prepared, tumour, pancreas, timings, extras)
+
+    def prepare(self, image: sitk.Image, timings: Timings, source: object) -> Preprocessed:
+        """Stage 1 (host): the image on the network's grid (``preprocess_image``'s result)."""
         with timings.stage("preprocess"):
             prep = preprocess_image(image, self.resources.stats, self.preprocessing, self.contract.direction_matrix(), source,
                                     members=len(self.models), budget=self.budget)
         log.info("  network grid   %s voxels (z, y, x) at %s mm (x, y, z)", prep.volume.shape, tuple(round(s, 4) for s in prep.grid.spacing))
+        return prep
+
+    def infer(self, prepared: Preprocessed, timings: Timings, source: object) -> tuple[np.ndarray, np.ndarray]:
+        """Stage 2 (the device): the tumour and pancreas probabilities on the network's grid."""
         with timings.stage("network"):
-            probabilities = self.probabilities(torch.from_numpy(prep.volume))
+            probabilities = self.probabilities(torch.from_numpy(prepared.volume))
             tumour = probabilities[self.contract.tumour_class].cpu().numpy()
             pancreas = probabilities[self.contract.pancreas_class].cpu().numpy()
             del probabilities
         if not (np.all(np.isfinite(tumour)) and np.all(np.isfinite(pancreas))):
             raise InputError(source, "the network's output is not finite (NaN or Inf) for this image; no mask written")
+        return tumour, pancreas
+
+    def finish(self, image: sitk.Image, prepared: Preprocessed, tumour: np.ndarray, pancreas: np.ndarray, timings: Timings,
+               extras: Extras) -> Segmentation:
+        """Stage 3 (host): post-processing and the outputs on the input's grid."""
         with timings.stage("postprocess"):
-            mask = postprocess(tumour, pancreas, prep.grid.spacing[::-1])
+            mask = postprocess(tumour, pancreas, prepared.grid.spacing[::-1])
         with timings.stage("to input grid"):
-            out = Segmentation(to_input_grid(mask, prep.grid, image))
+            out = Segmentation(to_input_grid(mask, prepared.grid, image))
             if extras.pancreas:
-                out.pancreas = to_input_grid(pancreas >= PANCREAS_THRESHOLD, prep.grid, image)
+                out.pancreas = to_input_grid(pancreas >= PANCREAS_THRESHOLD, prepared.grid, image)
             if extras.probabilities:
-                out.tumour_probability = to_input_grid(tumour, prep.grid, image, sitk.sitkLinear)
-                out.pancreas_probability = to_input_grid(pancreas, prep.grid, image, sitk.sitkLinear)
+                out.tumour_probability = to_input_grid(tumour, prepared.grid, image, sitk.sitkLinear)
+                out.pancreas_probability = to_input_grid(pancreas, prepared.grid, image, sitk.sitkLinear)
         log.info("  tumour voxels  %d", int(np.count_nonzero(sitk.GetArrayViewFromImage(out.tumour))))
         return out
 
     def probabilities(self, volume: torch.Tensor) -> torch.Tensor:
-        """Class probabilities; out of GPU memory, retried with one window per pass, then on the
-        CPU (as nnU-Net does), loudly, rather than losing the case."""
-        try:
-            return predict_probabilities(self.models, volume, self.settings)
-        except torch.OutOfMemoryError:
-            torch.cuda.empty_cache()
-        if self.settings.batch_size > 1:
-            log.warning("WARNING: out of GPU memory with %d windows per pass: retrying with 1", self.settings.batch_size)
+        """Class probabilities. Out of GPU memory, loudly rather than losing the case (as nnU-Net
+        does): the stitching moves to the host while the network stays on the GPU, then one
+        window per pass, then the whole case on the CPU."""
+        for settings, warning in gpu_fallbacks(self.settings):
+            if warning:
+                log.warning("WARNING: out of GPU memory %s", warning)
             try:
-                return predict_probabilities(self.models, volume, replace(self.settings, batch_size=1))
+                return predict_probabilities(self.models, volume, settings)
             except torch.OutOfMemoryError:
                 torch.cuda.empty_cache()
         log.warning("WARNING: out of GPU memory even with 1 window per pass: running this case on the CPU (much slower)")
         for model in self.models:
             model.to("cpu")
         try:
-            return predict_probabilities(self.models, volume, replace(self.settings, batch_size=1, device="cpu", fp16=False))
+            return predict_probabilities(self.models, volume, replace(self.settings, batch_size=1, device="cpu", stitch_device=None, fp16=False))
         finally:
             for model in self.models:
                 model.to(self.settings.device)
@@ -217,3 +241,16 @@ def segment(image: sitk.Image | Path | str, **options: Any) -> sitk.Image:
     keys = ("checkpoints", "stats", "device")
     segmenter = Segmenter.from_resources(**{k: options.pop(k) for k in keys if k in options}, **options)
     return segmenter.segment(image).tumour
+
+
+def gpu_fallbacks(settings: InferenceSettings) -> list[tuple[InferenceSettings, str]]:
+    """The attempts before the CPU, each with the warning that announces it: as chosen; the
+    stitched logits on the host (the network and its windows stay on the GPU); that with one
+    window per pass."""
+    host = replace(settings, stitch_device="cpu")
+    attempts = [(settings, "")]
+    if settings.stitch_device != "cpu":
+        attempts.append((host, "with the stitching on the GPU: stitching on the host, the network still on the GPU"))
+    if settings.batch_size != 1:
+        attempts.append((replace(host, batch_size=1), "with several windows per pass: retrying with 1"))
+    return attempts

@@ -148,11 +148,56 @@ def test_the_real_mri_reads_back_exactly(tmp_path):
     np.testing.assert_allclose(image.GetDirection(), source.GetDirection(), atol=1e-6)
 
 
+def test_the_real_mri_pancreas_goes_through_a_seg_unchanged(tmp_path):
+    source = sitk.ReadImage(str(requires_shared("data", "real-mri", "example_mr_sm.nii.gz")))
+    labels = sitk.ReadImage(str(requires_shared("data", "real-mri", "example_seg_mr.nii.gz")))
+    write_mr_series(source, tmp_path / "series")
+    series = read_dicom_series(tmp_path / "series")
+    pancreas = sitk.Cast(labels == 7, sitk.sitkUInt8)
+    pancreas.CopyInformation(series.image)
+    tumour = blob_mask(series.image, tuple(int(v) for v in np.argwhere(sitk.GetArrayFromImage(pancreas))[0][::-1]), 3)
+    write_dicom_seg({"tumour": tumour, "pancreas": pancreas}, series, tmp_path / "seg.dcm", algorithm_version="1.0.0")
+    masks = read_dicom_seg_masks(tmp_path / "seg.dcm", series.image)
+    assert masks["pancreas"].sum() == 1176
+    assert np.array_equal(masks["pancreas"], sitk.GetArrayFromImage(pancreas))
+    assert np.array_equal(masks["tumour"], sitk.GetArrayFromImage(tumour))
+
+
 def test_rescale_slope_and_intercept_are_applied(tmp_path):
     source = smoke_volume()
     source = sitk.Cast(source, sitk.sitkInt16) * 2 + 7  # odd values: slope 2, intercept 7 is exact
     write_mr_series(source, tmp_path / "series", slope=2.0, intercept=7.0)
     assert np.array_equal(sitk.GetArrayFromImage(read_dicom_series(tmp_path / "series").image), sitk.GetArrayFromImage(source))
+
+
+def test_a_rescale_that_varies_between_slices_reads_as_float(tmp_path):
+    source = smoke_volume()
+    files = write_mr_series(source, tmp_path / "series")
+    ds = pydicom.dcmread(files[0])
+    values = ds.pixel_array.astype(np.int32) - 1024
+    ds.RescaleSlope, ds.RescaleIntercept = "0.5", "0"
+    ds.PixelData = (values * 2).astype(np.int16).tobytes()
+    ds.save_as(files[0])
+    image = read_dicom_series(tmp_path / "series").image
+    assert image.GetPixelID() == sitk.sitkFloat32
+    assert np.array_equal(sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(source).astype(np.float32))
+
+
+def test_seg_and_other_non_image_objects_beside_the_series_are_ignored(tmp_path):
+    source = smoke_volume()
+    write_mr_series(source, tmp_path / "series")
+    series = read_dicom_series(tmp_path / "series")
+    write_dicom_seg({"tumour": blob_mask(series.image, (20, 18, 5), 6)}, series, tmp_path / "series" / "seg.dcm", algorithm_version="1.0.0")
+    assert [s.uid for s in list_series(tmp_path / "series")] == [series.uid]
+    again = read_dicom_series(tmp_path / "series")
+    assert np.array_equal(sitk.GetArrayFromImage(again.image), sitk.GetArrayFromImage(source)) and len(again.files) == 12
+
+
+def test_two_slices_at_one_position_are_refused(tmp_path):
+    write_mr_series(smoke_volume(), tmp_path / "series", "1.2.3.4", prefix="E1_")
+    write_mr_series(smoke_volume(), tmp_path / "series", "1.2.3.4", prefix="E2_")
+    with pytest.raises(InputError, match="two slices at the same position"):
+        read_dicom_series(tmp_path / "series")
 
 
 def test_several_series_are_listed_and_one_is_chosen_by_uid(tmp_path):
@@ -323,3 +368,33 @@ def test_a_failure_while_encoding_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         write_dicom_seg({"tumour": blob_mask(series.image, (20, 18, 5), 6)}, series, out / "seg.dcm", algorithm_version="1.0.0")
     assert list(out.iterdir()) == []
+
+
+def test_a_volume_read_off_the_dicom_geometry_is_refused(tmp_path, monkeypatch):
+    """ITK's grid is checked against the DICOM patient coordinates, not trusted."""
+    import panther_seg.io.dicom as dicom
+
+    write_mr_series(smoke_volume(), tmp_path / "series")
+    read = dicom._read_with_gdcm
+
+    def shifted(*args, **kwargs):
+        image = read(*args, **kwargs)
+        image.SetOrigin(tuple(np.asarray(image.GetOrigin()) + (0, 0, 0.001)))
+        return image
+
+    monkeypatch.setattr(dicom, "_read_with_gdcm", shifted)
+    with pytest.raises(InputError, match="read with origin"):
+        read_dicom_series(tmp_path / "series")
+
+
+def test_a_reader_warning_is_a_refusal(tmp_path, monkeypatch):
+    write_mr_series(smoke_volume(), tmp_path / "series")
+    execute = sitk.ImageSeriesReader.Execute
+
+    def warn(self, *args):
+        os.write(2, b"WARNING: In gdcm: a slice could not be decoded properly\n")
+        return execute(self, *args)
+
+    monkeypatch.setattr(sitk.ImageSeriesReader, "Execute", warn)
+    with pytest.raises(InputError, match="reported a problem while reading series .*a slice could not be decoded"):
+        read_dicom_series(tmp_path / "series")

@@ -398,3 +398,19 @@ def test_a_reader_warning_is_a_refusal(tmp_path, monkeypatch):
     monkeypatch.setattr(sitk.ImageSeriesReader, "Execute", warn)
     with pytest.raises(InputError, match="reported a problem while reading series .*a slice could not be decoded"):
         read_dicom_series(tmp_path / "series")
+
+
+def test_seg_frames_follow_the_instances_positions_not_their_order(tmp_path):
+    """Headers given in another order than the volume's slices still get their own slice."""
+    import dataclasses
+
+    write_mr_series(smoke_volume(ORIENTATIONS["oblique 20 degrees"]), tmp_path / "series")
+    series = read_dicom_series(tmp_path / "series")
+    order = np.random.default_rng(1).permutation(len(series.headers))
+    shuffled = dataclasses.replace(series, files=tuple(series.files[i] for i in order), headers=tuple(series.headers[i] for i in order))
+    tumour = blob_mask(series.image, (20, 18, 5), 6)
+    write_dicom_seg({"tumour": tumour}, shuffled, tmp_path / "seg.dcm", algorithm_version="1.0.0")
+    assert np.array_equal(read_dicom_seg_masks(tmp_path / "seg.dcm", series.image)["tumour"], sitk.GetArrayFromImage(tumour))
+    seg = hd.seg.segread(tmp_path / "seg.dcm")
+    by_instance = seg.get_pixels_by_source_instance([ds.SOPInstanceUID for ds in series.headers], segment_numbers=[1])
+    assert np.array_equal(by_instance[..., 0], sitk.GetArrayFromImage(tumour))

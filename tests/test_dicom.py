@@ -6,18 +6,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import highdicom as hd
 import numpy as np
-import pydicom
 import pytest
 import SimpleITK as sitk
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from conftest import ROOT, requires_shared
-from panther_seg.errors import InputError
-from panther_seg.io.dicom import DicomSeries, is_dicom_folder, list_series, read_dicom_series
-from panther_seg.io.dicom_seg import read_dicom_seg_masks, write_dicom_seg
+pydicom = pytest.importorskip("pydicom", reason="DICOM support needs requirements-dicom.txt (pip install -e '.[dicom]')")
+hd = pytest.importorskip("highdicom", reason="DICOM support needs requirements-dicom.txt (pip install -e '.[dicom]')")
+
+from pydicom.dataset import FileDataset, FileMetaDataset  # noqa: E402
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
+
+from conftest import ROOT, requires_shared  # noqa: E402
+from panther_seg.errors import InputError  # noqa: E402
+from panther_seg.io.dicom import DicomSeries, is_dicom_folder, list_series, read_dicom_series  # noqa: E402
+from panther_seg.io.dicom_seg import read_dicom_seg_masks, write_dicom_seg  # noqa: E402
 
 SMOKE = next((ROOT / "test" / "input" / "images" / "abdominal-t1-mri").glob("*.mha"))
 MR_STORAGE = "1.2.840.10008.5.1.4.1.1.4"

@@ -25,7 +25,8 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from ..errors import InputError
-from ..integrity import native_stderr
+from ..system.memory import MemoryBudget
+from .integrity import native_stderr
 
 PREAMBLE_OFFSET = 128
 MAGIC = b"DICM"
@@ -263,7 +264,19 @@ def _verify_image(uid: str, folder: Path, image: sitk.Image, geometry: _Geometry
                                      f"patient coordinates give {tuple(np.round(expected.ravel(), 6))}")
 
 
-def read_dicom_series(folder: Path, series_uid: str | None = None) -> DicomSeries:
+def _bytes_per_voxel(members: list[tuple[Path, Dataset]], varying_rescale: bool) -> int:
+    """An upper bound of what GDCM allocates per voxel: a rescaled integer may widen to 32 bits,
+    a fractional slope or intercept gives float64, a varying rescale float32 (set here)."""
+    if varying_rescale:
+        return 4
+    ds = members[0][1]
+    slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+    if not (slope.is_integer() and intercept.is_integer()):
+        return 8
+    return max(4, int(ds.get("BitsAllocated", 16)) // 8)
+
+
+def read_dicom_series(folder: Path, series_uid: str | None = None, budget: MemoryBudget | None = None) -> DicomSeries:
     """The MR volume of one series in ``folder``: the only image series, or ``series_uid``.
 
     The volume's geometry is the DICOM patient coordinates' (origin: ImagePositionPatient of
@@ -271,6 +284,7 @@ def read_dicom_series(folder: Path, series_uid: str | None = None) -> DicomSerie
     cosines and their cross product; spacing: PixelSpacing and the measured slice step),
     checked against what ITK built to within 1e-4. Voxels are rescaled by
     RescaleSlope/Intercept as SimpleITK does (float32 where the rescale varies between slices).
+    ``budget`` refuses a series too large for memory from its headers, before any voxel is read.
     """
     folder = Path(folder)
     series = _image_headers(folder)
@@ -287,6 +301,8 @@ def read_dicom_series(folder: Path, series_uid: str | None = None) -> DicomSerie
     members, geometry = _check_geometry(series_uid, folder, members)
     rescales = {(float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)) for _, ds in members}
     files = [path for path, _ in members]
+    if budget is not None:
+        budget.check_image_size(folder, geometry.size, _bytes_per_voxel(members, len(rescales) > 1))
     image = _read_with_gdcm(series_uid, folder, files, varying_rescale=len(rescales) > 1)
     _verify_image(series_uid, folder, image, geometry)
     return DicomSeries(image=image, uid=series_uid, files=tuple(files), headers=tuple(ds for _, ds in members))

@@ -20,7 +20,7 @@ import SimpleITK as sitk
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
-from ..files import atomic_path
+from .files import atomic_path
 from .dicom import DicomSeries
 
 ALGORITHM_NAME = "PANTHER SegFormer3D"

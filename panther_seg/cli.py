@@ -15,23 +15,59 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import SimpleITK as sitk
 
-from .config import (
-    FAST_OVERLAP, GC_INPUT_ROOT, GC_OUTPUT_NAME, GC_OUTPUT_ROOT, GC_OUTPUT_SUBDIR, MEMORY_LIMIT_ENV, MEMORY_LIMIT_GIB,
-    NORMALISATIONS, ORIENTATIONS, OVERLAP, RESAMPLINGS,
-)
+from .config import FAST_OVERLAP, MEMORY_LIMIT_ENV, MEMORY_LIMIT_GIB, NORMALISATIONS, ORIENTATIONS, OVERLAP, RESAMPLINGS
 from .system.device import describe
 from .errors import InputError
-from .io.images import find_gc_input, has_image_suffix, list_folder, read_image
-from .io.outputs import OutputPaths, batch_outputs, check_outputs, gc_outputs, is_mask_path, outputs_beside, write_outputs
+from .io.grand_challenge import GC_INPUT_ROOT, GC_OUTPUT_NAME, GC_OUTPUT_ROOT, GC_OUTPUT_SUBDIR, find_gc_input, gc_outputs
+from .io.images import has_image_suffix, list_folder, read_image
+from .io.outputs import (
+    DICOM_SEG_SUFFIX, DicomSegPaths, OutputPaths, batch_outputs, check_outputs, is_dicom_seg_path, is_mask_path,
+    outputs_beside, write_outputs,
+)
 from .inference.options import Options, describe_departures
 from .inference.pipeline import Extras, Segmenter, Timings, peak_memory
+from .system.memory import MemoryBudget
 from .system.runtime import keep_freed_memory
 
+if TYPE_CHECKING:
+    from .io.dicom import DicomSeries
+
 log = logging.getLogger("panther_seg")
+
+OUTPUT_FORMATS = ("image", "dicom-seg")
+DICOM_EXTRA = "pip install 'panther-seg[dicom]'"
+
+
+@dataclass(frozen=True)
+class DicomCase:
+    """A folder that is a DICOM series: one case, named after the folder (the SeriesInstanceUID
+    is long and means nothing to a user); ``series_uid`` picks one of several series in it."""
+
+    folder: Path
+    series_uid: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    def __str__(self) -> str:
+        return str(self.folder)
+
+
+Case = Path | DicomCase
+
+
+def is_dicom_folder(path: Path) -> bool:
+    """A folder holding DICOM files (False, with the image files' rules, where pydicom is missing)."""
+    try:
+        from .io.dicom import is_dicom_folder as detect
+    except ImportError:
+        return False
+    return detect(path)
 
 
 def configure_logging() -> None:
@@ -52,7 +88,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog=Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "process.py",
         description="Pancreatic tumour segmentation of T1 contrast-enhanced MRI (PANTHER Task 1).",
-        epilog="Without -i: grand-challenge mode, one image under INPUT_ROOT/images/*mri*/ -> "
+        epilog="Without -i: grand-challenge mode, the image of INPUT_ROOT/inputs.json's abdominal-t1-mri socket (without inputs.json: under INPUT_ROOT/images/*mri*/) -> "
         f"OUTPUT_ROOT/{GC_OUTPUT_SUBDIR}/{GC_OUTPUT_NAME}.",
     )
     p.add_argument("--input-root", type=Path, default=GC_INPUT_ROOT, help="grand-challenge input root (default /input)")
@@ -60,7 +96,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("-i", "--input", "--batch", dest="inputs", nargs="+", type=Path, metavar="PATH",
                    help="batch mode: image files and/or folders of images")
     p.add_argument("-o", "--output", "--output-dir", dest="output", type=Path, metavar="PATH",
-                   help="batch mode: a folder for the masks (<case>.<input format>), or the mask's file name for one input")
+                   help="batch mode: a folder for the masks (<case>.<input format>), or the mask's file name for one input "
+                   f"(a DICOM SEG when it ends in {DICOM_SEG_SUFFIX})")
+    p.add_argument("--series-uid", metavar="UID", help="the DICOM series to segment where an input folder holds several")
+    p.add_argument("--output-format", choices=OUTPUT_FORMATS, default="image",
+                   help="batch mode: image (<case>.<input format>; .mha for DICOM input) or dicom-seg (<case>.dcm, "
+                   "DICOM series inputs only; --save-pancreas adds a pancreas segment)")
     p.add_argument("--save-pancreas", action="store_true", help="also write the pancreas mask (probability >= 0.5) the post-processing uses")
     p.add_argument("--save-probabilities", action="store_true", help="also write the tumour and pancreas probability maps (float32, on the input grid)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -88,6 +129,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("-i/--input needs -o/--output")
     if args.output is not None and not args.inputs:
         p.error("-o/--output goes with -i/--input (grand-challenge mode writes under --output-root)")
+    if args.series_uid is not None and not args.inputs:
+        p.error("--series-uid goes with -i/--input (a DICOM series folder)")
+    if args.output_format != "image" and not args.inputs:
+        p.error("--output-format goes with -i/--input (grand-challenge mode writes .mha)")
     if args.overlap is not None and not 0 <= args.overlap < 1:
         p.error("--overlap must be in [0, 1)")
     if args.batch_size is not None and args.batch_size < 1:
@@ -102,33 +147,53 @@ def options_from(args: argparse.Namespace) -> Options:
     return Options.of(**{name: getattr(args, name) for name in Options.names() if hasattr(args, name)})
 
 
-def describe_image(path: Path, image: sitk.Image) -> str:
+def describe_image(path: Case, image: sitk.Image) -> str:
+    series = f" (series {path.series_uid})" if isinstance(path, DicomCase) and path.series_uid else ""
     return (
-        f"input {path.name}: size {image.GetSize()} (x, y, z), spacing {tuple(round(s, 4) for s in image.GetSpacing())} mm, "
+        f"input {path.name}{series}: size {image.GetSize()} (x, y, z), spacing {tuple(round(s, 4) for s in image.GetSpacing())} mm, "
         f"{image.GetPixelIDTypeAsString()}, direction {tuple(round(d, 3) for d in image.GetDirection())}"
     )
 
 
-def segment_file(segmenter: Segmenter, src: Path, dst: OutputPaths) -> dict[str, float]:
+def read_case(src: Case, budget: MemoryBudget) -> tuple[sitk.Image, DicomSeries | None]:
+    """The case's image, read and verified (the memory budget applied from the headers first);
+    for a DICOM case also its series, which a DICOM SEG output references."""
+    if isinstance(src, DicomCase):
+        try:
+            from .io.dicom import read_dicom_series
+        except ImportError:
+            raise InputError(src.folder, f"DICOM input needs pydicom and highdicom ({DICOM_EXTRA})") from None
+        series = read_dicom_series(src.folder, src.series_uid, budget)
+        return series.image, series
+    return read_image(src, budget), None
+
+
+def segment_file(segmenter: Segmenter, src: Case, dst: OutputPaths | DicomSegPaths) -> dict[str, float]:
     timings = Timings()
     check_outputs(dst)
     with timings.stage("read"):
-        image = read_image(src, segmenter.budget)
+        image, series = read_case(src, segmenter.budget)
     log.info(describe_image(src, image))
-    segmentation = segmenter.segment(image, timings, source=src)
+    segmentation = segmenter.segment(image, timings, source=case_source(src))
     with timings.stage("write"):
-        write_outputs(segmentation, dst)
+        write_outputs(segmentation, dst, series)
     log.info("wrote %s", ", ".join(str(p) for p in dst.chosen().values()))
     return timings.seconds
 
 
-def batch_inputs(paths: list[Path]) -> list[Path]:
-    files: list[Path] = []
+def batch_inputs(paths: list[Path], series_uid: str | None = None) -> list[Case]:
+    """Image files; a folder that is a DICOM series is one case; any other folder gives its image
+    files and its subfolders that are DICOM series."""
+    files: list[Case] = []
     for path in paths:
-        if path.is_dir():
-            found = sorted(p for p in list_folder(path) if p.is_file() and has_image_suffix(p))
+        if path.is_dir() and is_dicom_folder(path):
+            files.append(DicomCase(path, series_uid))
+        elif path.is_dir():
+            entries = sorted(list_folder(path))
+            found: list[Case] = [p for p in entries if p.is_file() and has_image_suffix(p)]
+            found += [DicomCase(p, series_uid) for p in entries if p.is_dir() and is_dicom_folder(p)]
             if not found:
-                raise InputError(path, "folder holds no image file (.mha, .nii, .nii.gz, .nrrd)")
+                raise InputError(path, "folder holds no image file (.mha, .nii, .nii.gz, .nrrd) and no DICOM series folder")
             files += found
         elif path.is_file():
             files.append(path)
@@ -137,18 +202,38 @@ def batch_inputs(paths: list[Path]) -> list[Path]:
     return files
 
 
-def batch_destinations(files: list[Path], output: Path, extras: Extras) -> list[OutputPaths]:
-    """One input and ``-o`` naming an image file: that file; else ``-o`` is a folder."""
-    if is_mask_path(output):
+def batch_destinations(files: list[Case], output: Path, extras: Extras,
+                       output_format: str = "image") -> list[OutputPaths | DicomSegPaths]:
+    """One input and ``-o`` naming an image or .dcm file: that file; else ``-o`` is a folder.
+    A DICOM SEG references its source series, so any other input is refused here, before any work."""
+    dicom_seg = output_format == "dicom-seg" or is_dicom_seg_path(output)
+    if dicom_seg:
+        if is_mask_path(output):
+            raise InputError(output, "--output-format dicom-seg writes <case>.dcm: give a folder or a .dcm file")
+        if extras.probabilities:
+            raise InputError(output, "a DICOM SEG holds masks only: --save-probabilities needs an image output")
+        for f in files:
+            if not isinstance(f, DicomCase):
+                raise InputError(f, "a DICOM SEG output needs a DICOM series input (a folder of DICOM files)")
+    if is_mask_path(output) or is_dicom_seg_path(output):
         if len(files) != 1:
             raise InputError(output, f"names one mask file, but {len(files)} images were given: use a folder")
-        return [outputs_beside(output, extras)]
-    destinations = [batch_outputs(f, output, extras) for f in files]
+        return [DicomSegPaths(output, extras.pancreas) if dicom_seg else outputs_beside(output, extras)]
+    destinations = [_batch_destination(f, output, extras, dicom_seg) for f in files]
     names = [d.tumour.name for d in destinations]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise InputError(output, f"two inputs would write the same mask ({', '.join(twice)})")
     return destinations
+
+
+def _batch_destination(src: Case, out_dir: Path, extras: Extras, dicom_seg: bool) -> OutputPaths | DicomSegPaths:
+    """``<case>.dcm`` for a DICOM SEG; a DICOM case's image outputs are .mha (grand-challenge's format)."""
+    if isinstance(src, DicomCase):
+        if dicom_seg:
+            return DicomSegPaths(out_dir / (src.name + DICOM_SEG_SUFFIX), extras.pancreas)
+        return outputs_beside(out_dir / (src.name + ".mha"), extras)
+    return batch_outputs(src, out_dir, extras)
 
 
 def run_batch(segmenter: Segmenter, args: argparse.Namespace, overlap: bool | None = None) -> int:
@@ -157,8 +242,8 @@ def run_batch(segmenter: Segmenter, args: argparse.Namespace, overlap: bool | No
     the network runs (``overlapped_cases``); the outputs are the same either way."""
     from tqdm import tqdm
 
-    files = batch_inputs(args.inputs)
-    destinations = batch_destinations(files, args.output, segmenter.extras)
+    files = batch_inputs(args.inputs, args.series_uid)
+    destinations = batch_destinations(files, args.output, segmenter.extras, args.output_format)
     failed = []
     progress = len(files) > 1 and sys.stderr.isatty()  # no bar between the error lines of a log
     overlap = segmenter.settings.device == "cuda" if overlap is None else overlap
@@ -173,7 +258,15 @@ def run_batch(segmenter: Segmenter, args: argparse.Namespace, overlap: bool | No
     return 1 if failed else 0
 
 
-def sequential_cases(segmenter: Segmenter, cases: list[tuple[Path, OutputPaths]]) -> Iterator[tuple[Path, InputError | None]]:
+Destination = OutputPaths | DicomSegPaths
+
+
+def case_source(src: Case) -> Path:
+    """The path that names a case in errors: the file, or the DICOM series' folder."""
+    return src.folder if isinstance(src, DicomCase) else src
+
+
+def sequential_cases(segmenter: Segmenter, cases: list[tuple[Case, Destination]]) -> Iterator[tuple[Case, InputError | None]]:
     """Each case in turn: its source and its error, if any."""
     for src, dst in cases:
         try:
@@ -188,19 +281,20 @@ CASES_IN_FLIGHT = 3  # overlapped batch mode holds at most this many cases: one 
 
 
 @dataclass
-class Case:
+class InFlight:
     """One case on its way through the overlapped stages; ``error`` stops its later stages."""
 
-    src: Path
-    dst: OutputPaths
+    src: Case
+    dst: Destination
     timings: Timings = field(default_factory=Timings)
     image: sitk.Image | None = None
+    series: Any = None  # a DICOM case's series, which a DICOM SEG references
     prepared: Any = None
     probabilities: tuple[Any, Any] | None = None
     error: BaseException | None = None
 
 
-def overlapped_cases(segmenter: Segmenter, cases: list[tuple[Path, OutputPaths]]) -> Iterator[tuple[Path, InputError | None]]:
+def overlapped_cases(segmenter: Segmenter, cases: list[tuple[Case, Destination]]) -> Iterator[tuple[Case, InputError | None]]:
     """``sequential_cases`` with the stages in three threads, like nnU-Net's background workers:
     a reader (read, check, preprocess), the network, a writer (post-process, input grid, write).
     A semaphore holds at most ``CASES_IN_FLIGHT`` cases in memory. Results come back in order; an
@@ -208,39 +302,39 @@ def overlapped_cases(segmenter: Segmenter, cases: list[tuple[Path, OutputPaths]]
     sequentially (later cases are not written)."""
     slots = threading.Semaphore(CASES_IN_FLIGHT)
     stop = threading.Event()
-    prepared: queue.Queue[Case | None] = queue.Queue()
-    inferred: queue.Queue[Case | None] = queue.Queue()
-    done: queue.Queue[Case | None] = queue.Queue()
+    prepared: queue.Queue[InFlight | None] = queue.Queue()
+    inferred: queue.Queue[InFlight | None] = queue.Queue()
+    done: queue.Queue[InFlight | None] = queue.Queue()
 
-    def stage(case: Case, work: Callable[[], None], named: bool = True) -> None:
+    def stage(case: InFlight, work: Callable[[], None], named: bool = True) -> None:
         if case.error is None and not stop.is_set():
             try:
                 if named:
-                    with segmenter.errors_named(case.src):
+                    with segmenter.errors_named(case_source(case.src)):
                         work()
                 else:
                     work()
             except BaseException as e:  # carried to the consumer, in order
                 case.error = e
 
-    def read(case: Case) -> None:
+    def read(case: InFlight) -> None:
         check_outputs(case.dst)
         with case.timings.stage("read"):
-            case.image = read_image(case.src, segmenter.budget)
+            case.image, case.series = read_case(case.src, segmenter.budget)
         log.info(describe_image(case.src, case.image))
-        segmenter.check(case.image, case.src)
+        segmenter.check(case.image, case_source(case.src))
 
-    def prepare(case: Case) -> None:
-        case.prepared = segmenter.prepare(case.image, case.timings, case.src)
+    def prepare(case: InFlight) -> None:
+        case.prepared = segmenter.prepare(case.image, case.timings, case_source(case.src))
 
-    def infer(case: Case) -> None:
-        case.probabilities = segmenter.infer(case.prepared, case.timings, case.src)
+    def infer(case: InFlight) -> None:
+        case.probabilities = segmenter.infer(case.prepared, case.timings, case_source(case.src))
         case.prepared.volume = None  # the network's input is no longer needed
 
-    def write(case: Case) -> None:
+    def write(case: InFlight) -> None:
         segmentation = segmenter.finish(case.image, case.prepared, *case.probabilities, case.timings, segmenter.extras)
         with case.timings.stage("write"):
-            write_outputs(segmentation, case.dst)
+            write_outputs(segmentation, case.dst, case.series)
         log.info("wrote %s", ", ".join(str(p) for p in case.dst.chosen().values()))
 
     def reader() -> None:
@@ -248,7 +342,7 @@ def overlapped_cases(segmenter: Segmenter, cases: list[tuple[Path, OutputPaths]]
             slots.acquire()
             if stop.is_set():
                 break
-            case = Case(src, dst)
+            case = InFlight(src, dst)
             stage(case, lambda: read(case), named=False)
             stage(case, lambda: prepare(case))
             prepared.put(case)
@@ -263,7 +357,7 @@ def overlapped_cases(segmenter: Segmenter, cases: list[tuple[Path, OutputPaths]]
     def writer() -> None:
         while (case := inferred.get()) is not None:
             stage(case, lambda: write(case))
-            case.image = case.prepared = case.probabilities = None  # this case's memory, before its slot is freed
+            case.image = case.series = case.prepared = case.probabilities = None  # this case's memory, before its slot is freed
             if case.error is not None and not isinstance(case.error, InputError):
                 stop.set()
             done.put(case)
@@ -290,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     try:
+        if args.inputs:  # refuse bad inputs and output choices before loading the network
+            batch_destinations(batch_inputs(args.inputs, args.series_uid), args.output,
+                               Extras(probabilities=args.save_probabilities, pancreas=args.save_pancreas), args.output_format)
         segmenter = Segmenter.from_resources(args.checkpoint, args.stats, args.device, **vars(options_from(args)))
         settings, preprocessing, resources = segmenter.settings, segmenter.preprocessing, segmenter.resources
         log.info(describe(settings.device))

@@ -1,4 +1,4 @@
-"""Every constant of the method and of the grand-challenge interface, in one place."""
+"""Every constant of the method in one place (the grand-challenge layout: io/grand_challenge.py)."""
 from __future__ import annotations
 
 import sys
@@ -16,19 +16,12 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 STATS_FILE_NAME = "mri_statistics.csv"
 SHA256_FILE_NAME = "SHA256SUMS"
 
-# grand-challenge layout (PANTHER Task 1)
-GC_INPUT_ROOT = Path("/input")
-GC_OUTPUT_ROOT = Path("/output")
-GC_IMAGES_SUBDIR = "images"
-GC_INPUT_FALLBACK = "abdominal-t1-mri"
-GC_OUTPUT_SUBDIR = "images/pancreatic-tumor-segmentation"
-GC_OUTPUT_NAME = "tumor_seg.mha"
-# optional outputs (--save-pancreas, --save-probabilities): grand-challenge paths, and the suffix
-# of the case id in batch mode (<case>.<ext> is the tumour mask)
-OPTIONAL_OUTPUTS = {
-    "pancreas": ("images/pancreas-segmentation/pancreas_seg.mha", "_pancreas"),
-    "tumour_probability": ("images/pancreatic-tumor-probability/tumor_probability.mha", "_tumour_probability"),
-    "pancreas_probability": ("images/pancreas-probability/pancreas_probability.mha", "_pancreas_probability"),
+# optional outputs (--save-pancreas, --save-probabilities): the suffix of the case id in batch
+# mode (<case>.<ext> is the tumour mask); grand-challenge paths: io/grand_challenge.py
+OPTIONAL_OUTPUT_SUFFIXES = {
+    "pancreas": "_pancreas",
+    "tumour_probability": "_tumour_probability",
+    "pancreas_probability": "_pancreas_probability",
 }
 IMAGE_SUFFIXES = (".mha", ".mhd", ".nii", ".nii.gz", ".nrrd")
 

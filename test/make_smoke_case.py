@@ -13,7 +13,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from panther_seg.cli import main
-from panther_seg.config import GC_INPUT_FALLBACK, GC_OUTPUT_SUBDIR
+from panther_seg.io.grand_challenge import GC_INPUT_FALLBACK, GC_OUTPUT_SUBDIR
 from panther_seg.tools.synthetic import make_case
 
 HERE = Path(__file__).resolve().parent

@@ -3,7 +3,6 @@ sequential loop writes, reports each failure the same way and never lets one cas
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
 import numpy as np

@@ -61,7 +61,6 @@ def test_the_mask_file_is_compressed(tmp_path, small_checkpoint, capsys):
 
 def test_folder_whose_name_contains_mri_is_found(tmp_path, small_checkpoint, capsys):
     write_image(tmp_path / "in" / "images" / "t1-mri-arterial" / "x.mha", blob_volume((16, 48, 64)))
-    (tmp_path / "in" / "inputs.json").write_text("[]")
     code, out, err = run(["--input-root", str(tmp_path / "in"), "--output-root", str(tmp_path / "o"),
                           "--checkpoint", str(small_checkpoint), "--fast"], capsys)
     assert code == 0, err

@@ -1,1 +1,1 @@
-"""Reading and verifying images, writing outputs atomically, and where each output goes."""
+"""Reading and verifying images (files and DICOM series), writing outputs atomically (images and DICOM SEG), and where each output goes."""

@@ -1,4 +1,4 @@
-"""Reading and validating input images, finding them in the grand-challenge layout, and writing
+"""Reading and validating input images, and writing
 masks atomically (a temporary file in the same folder, then a rename: never a partial output)."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ..config import DIRECTION_TOLERANCE, GC_IMAGES_SUBDIR, GC_INPUT_FALLBACK, IMAGE_SUFFIXES, SPACING_RANGE_MM
+from ..config import DIRECTION_TOLERANCE, IMAGE_SUFFIXES, SPACING_RANGE_MM
 from ..errors import InputError
 from .files import atomic_path, is_temporary
 from .integrity import CapturedStderr, DamagedData, native_stderr, verify_voxel_data
@@ -164,30 +164,6 @@ def validate_image(image: sitk.Image, path: Path | str) -> None:
     """Every check that ``read_image`` makes on an image already in memory."""
     validate_header(Header.of(image), path)
     validate_voxels(image, path)
-
-
-def find_gc_input(input_root: Path) -> Path:
-    """The single image of a grand-challenge job: the one folder under images/ whose name
-    contains 'mri' (falling back to abdominal-t1-mri), holding exactly one image file."""
-    input_root = Path(input_root)
-    images = input_root / GC_IMAGES_SUBDIR
-    if not input_root.is_dir():
-        raise InputError(input_root, "input folder does not exist")
-    if not images.is_dir():
-        raise InputError(images, "no images/ folder in the input")
-    mri_dirs = sorted(p for p in list_folder(images) if p.is_dir() and "mri" in p.name.lower())
-    if len(mri_dirs) > 1:
-        names = ", ".join(p.name for p in mri_dirs)
-        raise InputError(images, f"several MRI folders ({names}); expected exactly one")
-    folder = mri_dirs[0] if mri_dirs else images / GC_INPUT_FALLBACK
-    if not folder.is_dir():
-        raise InputError(images, f"no folder whose name contains 'mri' (nor {GC_INPUT_FALLBACK})")
-    files = sorted(p for p in list_folder(folder) if p.is_file() and has_image_suffix(p))
-    if not files:
-        raise InputError(folder, "no image file (.mha, .nii, .nii.gz, .nrrd) in the input folder")
-    if len(files) > 1:
-        raise InputError(folder, f"{len(files)} image files; grand-challenge mode expects exactly one")
-    return files[0]
 
 
 def list_folder(folder: Path) -> list[Path]:

@@ -1,21 +1,26 @@
 """Where a case's outputs go, and writing them all or none.
 
 The tumour mask always; the pancreas mask and the probability maps when asked. Grand-challenge
-mode: the interface's path (``images/pancreatic-tumor-segmentation/tumor_seg.mha``) and, for the
-optional outputs, sibling interface folders. Batch mode: ``<case>.<format of the input>`` (.mhd
+mode: the interfaces' paths (``grand_challenge.gc_outputs``). Batch mode: ``<case>.<format of the input>`` (.mhd
 inputs give .mha) and ``<case>_pancreas``, ``<case>_tumour_probability``,
 ``<case>_pancreas_probability`` beside it, like nnU-Net's ``<case>.nii.gz`` and its probabilities.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from importlib import metadata
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from ..config import GC_OUTPUT_NAME, GC_OUTPUT_SUBDIR, IMAGE_SUFFIXES, OPTIONAL_OUTPUTS
+from ..config import IMAGE_SUFFIXES, OPTIONAL_OUTPUT_SUFFIXES
 from ..errors import InputError
 from .images import case_id, check_output_location, write_image_atomic
 from ..inference.pipeline import Extras, Segmentation
+
+if TYPE_CHECKING:
+    from .dicom import DicomSeries
+
+DICOM_SEG_SUFFIX = ".dcm"
 
 WHAT = {"tumour": "mask", "pancreas": "pancreas mask", "tumour_probability": "tumour probability map",
         "pancreas_probability": "pancreas probability map"}
@@ -32,14 +37,29 @@ class OutputPaths:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
-def _optional(extras: Extras, place: Callable[[str], Path]) -> dict[str, Path]:
+@dataclass(frozen=True)
+class DicomSegPaths:
+    """One DICOM SEG file (for a DICOM series input): the tumour segment and, when asked, the
+    pancreas segment in the same file."""
+
+    tumour: Path
+    pancreas_segment: bool = False
+
+    def chosen(self) -> dict[str, Path]:
+        return {"tumour": self.tumour}
+
+
+def algorithm_version() -> str:
+    """The installed package's version, recorded in a DICOM SEG's algorithm identification."""
+    try:
+        return metadata.version("panther-seg")
+    except metadata.PackageNotFoundError:  # run from a clone without installing it
+        return "unknown"
+
+
+def optional_outputs(extras: Extras, place: Callable[[str], Path]) -> dict[str, Path]:
     wanted = {"pancreas": extras.pancreas, "tumour_probability": extras.probabilities, "pancreas_probability": extras.probabilities}
     return {name: place(name) for name, on in wanted.items() if on}
-
-
-def gc_outputs(output_root: Path, extras: Extras = Extras()) -> OutputPaths:
-    return OutputPaths(output_root / GC_OUTPUT_SUBDIR / GC_OUTPUT_NAME,
-                       **_optional(extras, lambda name: output_root / OPTIONAL_OUTPUTS[name][0]))
 
 
 def mask_suffix(src: Path) -> str:
@@ -51,7 +71,7 @@ def mask_suffix(src: Path) -> str:
 def outputs_beside(mask: Path, extras: Extras = Extras()) -> OutputPaths:
     """``mask`` and, beside it, ``<its case id>_pancreas<its suffix>`` etc."""
     stem, suffix = case_id(mask), mask.name[len(case_id(mask)):]
-    return OutputPaths(mask, **_optional(extras, lambda name: mask.with_name(stem + OPTIONAL_OUTPUTS[name][1] + suffix)))
+    return OutputPaths(mask, **optional_outputs(extras, lambda name: mask.with_name(stem + OPTIONAL_OUTPUT_SUFFIXES[name] + suffix)))
 
 
 def batch_outputs(src: Path, out_dir: Path, extras: Extras = Extras()) -> OutputPaths:
@@ -63,14 +83,22 @@ def is_mask_path(path: Path) -> bool:
     return path.name.lower().endswith(IMAGE_SUFFIXES) and not path.is_dir()
 
 
-def check_outputs(paths: OutputPaths) -> None:
+def is_dicom_seg_path(path: Path) -> bool:
+    """``-o`` names a DICOM SEG file."""
+    return path.name.lower().endswith(DICOM_SEG_SUFFIX) and not path.is_dir()
+
+
+def check_outputs(paths: OutputPaths | DicomSegPaths) -> None:
     for path in paths.chosen().values():
         check_output_location(path)
 
 
-def write_outputs(segmentation: Segmentation, paths: OutputPaths) -> None:
+def write_outputs(segmentation: Segmentation, paths: OutputPaths | DicomSegPaths, series: DicomSeries | None = None) -> None:
     """Every chosen output, each atomically; if one fails, those already written are removed:
-    a case gets all its outputs or none."""
+    a case gets all its outputs or none. A DICOM SEG needs the source ``series`` it references."""
+    if isinstance(paths, DicomSegPaths):
+        write_dicom_seg_output(segmentation, paths, series)
+        return
     written: list[Path] = []
     try:
         for name, path in paths.chosen().items():
@@ -83,3 +111,22 @@ def write_outputs(segmentation: Segmentation, paths: OutputPaths) -> None:
         for path in written:
             path.unlink(missing_ok=True)
         raise
+
+
+def write_dicom_seg_output(segmentation: Segmentation, paths: DicomSegPaths, series: DicomSeries | None) -> None:
+    """The masks as one DICOM SEG referencing ``series`` (atomically: a temporary file, then a rename)."""
+    from .dicom_seg import write_dicom_seg
+
+    if series is None:
+        raise InputError(paths.tumour, "a DICOM SEG output needs a DICOM series input")
+    masks = {"tumour": segmentation.tumour}
+    if paths.pancreas_segment:
+        if segmentation.pancreas is None:
+            raise InputError(paths.tumour, "no pancreas mask was computed")
+        masks["pancreas"] = segmentation.pancreas
+    try:
+        write_dicom_seg(masks, series, paths.tumour, algorithm_version())
+    except OSError as e:
+        raise InputError(paths.tumour, f"cannot write the DICOM SEG: {e.strerror or e}") from None
+    except ValueError as e:
+        raise InputError(paths.tumour, f"cannot write the DICOM SEG: {e}") from None

@@ -22,7 +22,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from .benchmark import machine
-from ..config import FAST_OVERLAP, GC_INPUT_FALLBACK, PROJECT_ROOT
+from ..config import FAST_OVERLAP, PROJECT_ROOT
+from ..io.grand_challenge import GC_INPUT_FALLBACK
 from ..dice import dice
 from ..io.images import read_image
 from ..inference.pipeline import Segmenter

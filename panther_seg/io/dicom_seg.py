@@ -1,0 +1,141 @@
+"""Writing the masks as a DICOM SEG that references the source MR series (and reading one back).
+
+A BINARY segmentation with one segment per mask, coded in SNOMED CT, made by highdicom from the
+source series' headers. Each mask slice is matched to its source instance by position (not by
+file or slice order), so the SEG's frames reference the right SOPInstanceUIDs.
+
+Every frame is kept (``omit_empty_frames=False``): each segment has one frame per source slice,
+so an empty tumour mask is an explicit all-zero segment (a valid SEG that says "no tumour" on
+every slice) rather than a segment without frames, and readers need not fill in missing frames.
+BINARY frames are stored at one bit per pixel, so the cost is small (rows x columns / 8 bytes per
+slice and segment).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import SimpleITK as sitk
+from pydicom.sr.coding import Code
+from pydicom.uid import generate_uid
+
+from .files import atomic_path
+from .dicom import DicomSeries
+
+ALGORITHM_NAME = "PANTHER SegFormer3D"
+MANUFACTURER = "PANTHER"
+SEGMENT_ORDER = ("tumour", "pancreas")  # segment numbers 1, 2 when present
+GRID_TOLERANCE = 1e-4
+POSITION_TOLERANCE_MM = 0.01
+
+MORPHOLOGICALLY_ALTERED_STRUCTURE = Code("49755003", "SCT", "Morphologically Altered Structure")
+NEOPLASM = Code("108369006", "SCT", "Neoplasm")
+ANATOMICAL_STRUCTURE = Code("123037004", "SCT", "Anatomical Structure")
+PANCREAS = Code("15776009", "SCT", "Pancreas")
+ARTIFICIAL_INTELLIGENCE = Code("123110", "DCM", "Artificial Intelligence")  # CID 7162, as highdicom's codes give it
+
+
+def _algorithm(version: str) -> hd.AlgorithmIdentificationSequence:
+    return hd.AlgorithmIdentificationSequence(name=ALGORITHM_NAME, family=ARTIFICIAL_INTELLIGENCE, version=version)
+
+
+def _segment(number: int, name: str, version: str) -> hd.seg.SegmentDescription:
+    """Tumour: a neoplasm (morphologically altered structure) in the pancreas; pancreas: the organ."""
+    if name == "tumour":
+        category, kind, regions = MORPHOLOGICALLY_ALTERED_STRUCTURE, NEOPLASM, [PANCREAS]
+    else:
+        category, kind, regions = ANATOMICAL_STRUCTURE, PANCREAS, None
+    return hd.seg.SegmentDescription(
+        segment_number=number, segment_label=name, segmented_property_category=category, segmented_property_type=kind,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=_algorithm(version),
+        tracking_uid=generate_uid(), tracking_id=f"PANTHER {name}", anatomic_regions=regions)
+
+
+def _check_mask(name: str, mask: sitk.Image, reference: sitk.Image) -> np.ndarray:
+    same = mask.GetSize() == reference.GetSize() and all(
+        np.allclose(getattr(mask, g)(), getattr(reference, g)(), rtol=0, atol=GRID_TOLERANCE)
+        for g in ("GetOrigin", "GetSpacing", "GetDirection"))
+    if not same:
+        raise ValueError(f"the {name} mask is not on the source series' grid (size, origin, spacing and direction must match)")
+    array = sitk.GetArrayFromImage(mask)
+    if not np.isin(array, (0, 1)).all():
+        raise ValueError(f"the {name} mask holds values other than 0 and 1")
+    return array.astype(np.uint8)
+
+
+def _source_slice_indices(source: DicomSeries) -> list[int]:
+    """For each source instance, the z index of the volume's slice at its position."""
+    image = source.image
+    indices = []
+    for path, ds in zip(source.files, source.headers):
+        position = [float(v) for v in ds.ImagePositionPatient]
+        index = np.asarray(image.TransformPhysicalPointToContinuousIndex(position))
+        z = int(round(index[2]))
+        offset = np.asarray(image.TransformIndexToPhysicalPoint((0, 0, z))) - position if 0 <= z < image.GetSize()[2] else None
+        if offset is None or np.linalg.norm(offset) > POSITION_TOLERANCE_MM:
+            raise ValueError(f"{path.name}: its ImagePositionPatient {tuple(position)} is no slice of the source volume")
+        indices.append(z)
+    if sorted(indices) != list(range(image.GetSize()[2])):
+        raise ValueError("the source instances do not cover the volume's slices one to one")
+    return indices
+
+
+def write_dicom_seg(masks: dict[str, sitk.Image], source: DicomSeries, path: Path, algorithm_version: str) -> None:
+    """Write ``masks`` ('tumour', and optionally 'pancreas': uint8 {0, 1} on exactly the source
+    volume's grid) as one BINARY DICOM SEG at ``path``, atomically (never a partial file)."""
+    if "tumour" not in masks:
+        raise ValueError("a 'tumour' mask is required")
+    unknown = sorted(set(masks) - set(SEGMENT_ORDER))
+    if unknown:
+        raise ValueError(f"unknown mask name(s) {unknown}; expected {list(SEGMENT_ORDER)}")
+    names = [n for n in SEGMENT_ORDER if n in masks]
+    stacked = np.stack([_check_mask(n, masks[n], source.image) for n in names], axis=-1)  # (z, rows, columns, segments)
+    pixels = stacked[_source_slice_indices(source)]  # frame i is source.headers[i]'s slice
+    first = source.headers[0]
+    seg = hd.seg.Segmentation(
+        source_images=list(source.headers),
+        pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[_segment(i + 1, n, algorithm_version) for i, n in enumerate(names)],
+        series_instance_uid=generate_uid(),
+        series_number=int(first.get("SeriesNumber", 0) or 0) + 1000,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=ALGORITHM_NAME,
+        software_versions=algorithm_version,
+        device_serial_number="0",
+        content_label="PANTHER",
+        content_description="Pancreatic tumour segmentation",
+        series_description="PANTHER segmentation",
+        omit_empty_frames=False,
+    )
+    with atomic_path(Path(path)) as tmp:
+        seg.save_as(tmp)
+
+
+def read_dicom_seg_masks(path: Path, reference: sitk.Image) -> dict[str, np.ndarray]:
+    """A SEG's segments as uint8 arrays (z, y, x) on ``reference``'s grid, keyed by segment label.
+
+    highdicom assembles the frames into a volume by their positions; the volume is then matched
+    to the reference grid by axis permutations, flips, padding and cropping only (no resampling):
+    a SEG on another grid is refused."""
+    seg = hd.seg.segread(str(path))
+    labels = {int(item.SegmentNumber): str(item.SegmentLabel) for item in seg.SegmentSequence}
+    target = hd.Volume.from_simpleitk(_empty_like(reference))
+    masks = {}
+    for number, label in labels.items():
+        volume = seg.get_volume(segment_numbers=[number], combine_segments=True, relabel=True, dtype=np.uint8)
+        try:
+            matched = volume.match_geometry(target)
+        except RuntimeError as e:
+            raise ValueError(f"{path}: segment '{label}' is not on the reference grid: {str(e).splitlines()[0]}") from None
+        masks[label] = sitk.GetArrayFromImage(matched.to_simpleitk())
+    return masks
+
+
+def _empty_like(reference: sitk.Image) -> sitk.Image:
+    empty = sitk.Image(reference.GetSize(), sitk.sitkUInt8)
+    empty.CopyInformation(reference)
+    return empty

@@ -2,7 +2,6 @@
 sequential loop writes, reports each failure the same way and never lets one case stop others."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ import SimpleITK as sitk
 
 from conftest import blob_volume, write_image
 from panther_seg import cli
-from panther_seg.cli import configure_logging, run_batch
+from panther_seg.cli import configure_logging, parse_args, run_batch
 from panther_seg.inference.pipeline import Segmenter
 
 
@@ -31,7 +30,7 @@ def cases(tmp_path: Path) -> Path:
 
 def run(segmenter: Segmenter, inputs: Path, output: Path, overlap: bool, capsys) -> tuple[int, list[str]]:
     configure_logging()
-    code = run_batch(segmenter, argparse.Namespace(inputs=[inputs], output=output), overlap=overlap)
+    code = run_batch(segmenter, parse_args(["-i", str(inputs), "-o", str(output)]), overlap=overlap)
     err = capsys.readouterr().err
     return code, [line for line in err.splitlines() if line.startswith("error:")]
 
@@ -66,7 +65,7 @@ def test_an_unexpected_error_stops_the_run_at_that_case_as_sequentially(segmente
     monkeypatch.setattr(segmenter, "infer", broken_on_b)
     configure_logging()
     with pytest.raises(RuntimeError, match="simulated bug"):
-        run_batch(segmenter, argparse.Namespace(inputs=[cases], output=tmp_path / "out"), overlap=overlap)
+        run_batch(segmenter, parse_args(["-i", str(cases), "-o", str(tmp_path / "out")]), overlap=overlap)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.mha", "a_pancreas.mha"]
 
 

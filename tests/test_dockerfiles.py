@@ -52,14 +52,14 @@ def test_training_image_starts_with_the_inference_images_layers():
 
 
 def test_the_environment_layer_depends_on_requirements_only():
-    """Nothing but requirements.txt is copied before the environment is installed, so a code
-    change rebuilds in seconds."""
+    """Nothing but the inference requirements (and DICOM's) is copied before the environment is
+    installed, so a code change rebuilds in seconds."""
     steps = instructions(shared_prefix(DOCKERFILES["inference"]))
     copies = [s for s in steps if s.startswith("COPY")]
-    assert copies == ["COPY requirements.txt /tmp/req/requirements.txt"]
+    assert copies == ["COPY requirements.txt requirements-dicom.txt /tmp/req/"]
     pip = next(i for i, s in enumerate(steps) if "pip install" in s)
     assert steps.index(copies[0]) < pip
-    assert "-r /tmp/req/requirements.txt" in steps[pip]
+    assert "-r /tmp/req/requirements.txt -r /tmp/req/requirements-dicom.txt" in steps[pip]
 
 
 def test_git_revision_is_declared_after_every_layer():

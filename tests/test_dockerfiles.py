@@ -133,7 +133,7 @@ def test_the_inference_image_copies_what_inference_imports_and_no_training():
     """process.py and the smoke check (run inside the image by test.sh), followed import by
     import: every module they need is copied; the image copies whole role folders, and nothing of
     training or evaluation (no Lightning code in the image that runs on grand-challenge). Beyond
-    what inference imports, only tools/ (the benchmark, for GPU hosts) comes along."""
+    what inference imports, only tools/ (the benchmark, for GPU hosts) and commands.py come along."""
     needed: set[Path] = set()
     todo = [ROOT / "process.py", ROOT / "panther_seg" / "tools" / "smoke_check.py"]
     while todo:
@@ -150,4 +150,4 @@ def test_the_inference_image_copies_what_inference_imports_and_no_training():
     assert needed <= copied
     assert not any("training" in p.parts or "evaluation" in p.parts for p in copied)
     extra = {p.relative_to(ROOT).parts[1] for p in copied - needed if "panther_seg" in p.parts}
-    assert extra <= {"tools"}, f"copied but not imported by inference: {sorted(extra)}"
+    assert extra <= {"tools", "commands.py"}, f"copied but not imported by inference: {sorted(extra)}"

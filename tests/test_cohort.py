@@ -7,6 +7,7 @@ the command in subprocesses that join it with --address."""
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import signal
 import subprocess
@@ -39,6 +40,13 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory):
                           "env_vars": {FLAG_ENV: str(flag), "PYTHONPATH": path}})
     yield flag
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def no_stale_log_handlers():
+    """cli.main points the logger at the stdout pytest captured for that test: drop it after."""
+    yield
+    logging.getLogger("panther_seg").handlers.clear()
 
 
 def make_cases(folder: Path, count: int) -> list[Path]:
@@ -131,6 +139,7 @@ def test_a_killed_driver_resumes_without_rewriting_finished_outputs(tmp_path, sm
     first = rows(out)
     assert 1 <= len(first) < 7
     finished = {r["case"]: (out / r["case"]).stat() for r in first if r["status"] == "done"}
+    assert finished
 
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 1, rerun.stdout + rerun.stderr  # the truncated case is refused

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from .. import cli as batch
 from ..errors import InputError
-from ..inference.pipeline import Extras
+from ..inference.pipeline import Extras, peak_memory
 from ..io.images import has_image_suffix
 from ..io.outputs import OutputPaths, is_mask_path
 from ..io.files import TEMPORARY_PREFIX
@@ -138,7 +138,9 @@ def record_of(case: Case, outcome: Any, options: str) -> CaseRecord:
         tumour_ml="" if outcome.tumour_ml is None else f"{outcome.tumour_ml:.3f}",
         worker=outcome.worker, attempts=case.attempts, read_s=seconds(outcome.seconds.get("read")),
         segment_s=seconds(outcome.seconds.get("segment")), write_s=seconds(outcome.seconds.get("write")),
-        wall_s=seconds(time.perf_counter() - case.submitted), finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        wall_s=seconds(time.perf_counter() - case.submitted),
+        worker_peak_gib="" if outcome.worker_peak_gib is None else f"{outcome.worker_peak_gib:.2f}",
+        finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         options=options,
     )
 
@@ -202,6 +204,7 @@ def run_cohort(inputs: list[Path], output: Path, args: argparse.Namespace, worke
         probes: dict[Any, int] = {}  # a restarting worker's ready() call: it takes no case until that answers
         load = [0] * count
         progress = tqdm(total=len(todo), desc="cases", unit="case", file=sys.stderr, dynamic_ncols=True,
+                        mininterval=0.1 if sys.stderr.isatty() else 30,  # a log file gets a line every 30 s
                         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
         start = time.perf_counter()
         try:
@@ -243,9 +246,9 @@ def run_cohort(inputs: list[Path], output: Path, args: argparse.Namespace, worke
                 done_now.append(row)
                 if row.status != "done":
                     progress.write(f"error: {row.error}", file=sys.stderr)
+                per_hour = (progress.n + 1) / max(time.perf_counter() - start, 1e-9) * 3600
+                progress.set_postfix_str(f"{per_hour:.0f} cases/h", refresh=False)
                 progress.update(1)
-                per_hour = progress.n / max(time.perf_counter() - start, 1e-9) * 3600
-                progress.set_postfix_str(f"{per_hour:.0f} cases/h", refresh=True)
                 if on_record is not None:
                     on_record(row)
         finally:
@@ -257,15 +260,21 @@ def run_cohort(inputs: list[Path], output: Path, args: argparse.Namespace, worke
     return Summary(counts, done_now, skipped)
 
 
+def work_seconds(row: CaseRecord) -> float:
+    """A case's own time, without the queueing that ``wall_s`` includes."""
+    return sum(float(v) for v in (row.read_s, row.segment_s, row.write_s) if v)
+
+
 def report(summary: Summary, output: Path) -> None:
     """Counts by status, the cases not written with their error, and the slowest cases."""
     log.info("cases: %s", ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items()) if n))
     for row in summary.rows:
         if row.status != "done":
             log.info("  %s %s: %s", row.status, row.input, row.error)
-    timed = sorted((r for r in summary.rows if r.wall_s), key=lambda r: float(r.wall_s), reverse=True)[:SLOWEST_SHOWN]
+    timed = sorted((r for r in summary.rows if r.status == "done"), key=work_seconds, reverse=True)[:SLOWEST_SHOWN]
     if timed:
-        log.info("slowest: %s", "; ".join(f"{r.case} {float(r.wall_s):.1f} s ({r.worker})" for r in timed))
+        log.info("slowest (read + segment + write): %s",
+                 "; ".join(f"{r.case} {work_seconds(r):.1f} s ({r.worker})" for r in timed))
     log.info("manifest: %s", output / MANIFEST_NAME)
 
 
@@ -291,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ray.shutdown()
     report(summary, own.output)
+    log.info("driver: %s", peak_memory())
     return 0 if summary.ok else 1
 
 

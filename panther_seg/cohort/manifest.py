@@ -36,6 +36,7 @@ class CaseRecord:
     segment_s: str = ""
     write_s: str = ""
     wall_s: str = ""
+    worker_peak_gib: str = ""
     finished_at: str = ""
     options: str = ""
 

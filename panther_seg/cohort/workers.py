@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import socket
 import time
 import traceback
@@ -63,6 +64,7 @@ class Outcome:
     tumour_ml: float | None = None
     worker: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
+    worker_peak_gib: float | None = None  # the worker process's peak RSS so far (sizes --cpus-per-worker hosts)
 
 
 def error_line(e: BaseException) -> str:
@@ -71,6 +73,10 @@ def error_line(e: BaseException) -> str:
         return str(e).splitlines()[0] if str(e) else "refused"
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def worker_name() -> str:
@@ -137,7 +143,7 @@ class CaseWorker:
             seconds["segment"] = sum(timings.seconds.values())
             tumour = sitk.GetArrayViewFromImage(segmentation.tumour)
             ml = float(np.count_nonzero(tumour)) * float(np.prod(segmentation.tumour.GetSpacing())) / 1000.0
-            return Outcome("done", checksums=checksums, tumour_ml=ml, worker=self.name, seconds=seconds)
+            return Outcome("done", checksums=checksums, tumour_ml=ml, worker=self.name, seconds=seconds, worker_peak_gib=peak_rss_gib())
         except InputError as e:
             return Outcome("refused", error_line(e), worker=self.name, seconds=seconds)
         except Exception as e:  # noqa: BLE001 - any failure is this case's, never the cohort's

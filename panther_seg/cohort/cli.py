@@ -22,7 +22,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .. import cli as batch
 from ..errors import InputError
@@ -164,8 +164,7 @@ def default_workers(gpus_per_worker: float, cpus_per_worker: float) -> int:
 
 
 def run_cohort(inputs: list[Path], output: Path, args: argparse.Namespace, workers: int | None = None,
-               gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0, in_flight: int | None = None,
-               on_record: Callable[[CaseRecord], None] | None = None) -> Summary:
+               gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0, in_flight: int | None = None) -> Summary:
     """The cohort on the Ray instance this process is connected to; ``args`` are the batch
     mode's (``cli.parse_args``). Raises ``InputError`` for what stops the whole cohort (no
     inputs, clashing names, bad checkpoints); every case's own problem goes in the manifest."""
@@ -195,10 +194,6 @@ def run_cohort(inputs: list[Path], output: Path, args: argparse.Namespace, worke
         checkpoints = [str(c) for c in args.checkpoint] if args.checkpoint else None
         actors = start_workers(count, cpus_per_worker, gpus_per_worker, checkpoints,
                                str(args.stats) if args.stats else None, args.device, opts)
-        for name, problem, device in ray.get([a.ready.remote() for a in actors]):
-            if problem is not None:
-                raise InputError(None, problem)
-            log.info("worker %s ready on %s", name, device)
         limit = in_flight or 2 * count
         running: dict[Any, tuple[Case, int]] = {}
         probes: dict[Any, int] = {}  # a restarting worker's ready() call: it takes no case until that answers
@@ -206,8 +201,12 @@ def run_cohort(inputs: list[Path], output: Path, args: argparse.Namespace, worke
         progress = tqdm(total=len(todo), desc="cases", unit="case", file=sys.stderr, dynamic_ncols=True,
                         mininterval=0.1 if sys.stderr.isatty() else 30,  # a log file gets a line every 30 s
                         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]")
-        start = time.perf_counter()
         try:
+            for name, problem, device in ray.get([a.ready.remote() for a in actors]):
+                if problem is not None:
+                    raise InputError(None, problem)
+                log.info("worker %s ready on %s", name, device)
+            start = time.perf_counter()
             while todo or running:
                 up = [slot for slot in range(count) if slot not in probes.values()]
                 while todo and up and len(running) < limit:
@@ -249,8 +248,6 @@ def run_cohort(inputs: list[Path], output: Path, args: argparse.Namespace, worke
                 per_hour = (progress.n + 1) / max(time.perf_counter() - start, 1e-9) * 3600
                 progress.set_postfix_str(f"{per_hour:.0f} cases/h", refresh=False)
                 progress.update(1)
-                if on_record is not None:
-                    on_record(row)
         finally:
             progress.close()
             for actor in actors:

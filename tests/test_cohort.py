@@ -23,7 +23,7 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.
 
 from cohort_crash_hook import FLAG_ENV  # noqa: E402
 from conftest import ROOT, blob_volume, write_image  # noqa: E402
-from panther_seg import cli  # noqa: E402
+from panther_seg import InputError, cli  # noqa: E402
 from panther_seg.cohort.cli import parse_args, run_cohort  # noqa: E402
 from panther_seg.cohort.manifest import MANIFEST_NAME, Manifest, sha256_file  # noqa: E402
 
@@ -153,3 +153,12 @@ def test_a_killed_driver_resumes_without_rewriting_finished_outputs(tmp_path, sm
         assert (now.st_ino, now.st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns), f"{name} was rewritten"
     assert "1 refused" in rerun.stdout and "skipped (done before)" in rerun.stdout
     assert not [p for p in out.iterdir() if p.name.startswith(".tmp_")]
+
+
+def test_a_bad_checkpoint_stops_the_cohort_before_any_case(tmp_path, ray_session):
+    make_cases(tmp_path / "in", 1)
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    own, args = parse_args([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--checkpoint", str(tmp_path / "bad.pt")])
+    with pytest.raises(InputError, match="bad.pt"):
+        run_cohort(own.inputs, own.output, args, workers=1)
+    assert not (tmp_path / "out" / MANIFEST_NAME).exists()

@@ -24,8 +24,8 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.
 from cohort_crash_hook import FLAG_ENV  # noqa: E402
 from conftest import ROOT, blob_volume, write_image  # noqa: E402
 from panther_seg import InputError, cli  # noqa: E402
-from panther_seg.cohort.cli import parse_args, run_cohort  # noqa: E402
-from panther_seg.cohort.manifest import MANIFEST_NAME, Manifest, sha256_file  # noqa: E402
+from panther_seg.cohort.cli import options_fingerprint, parse_args, run_cohort  # noqa: E402
+from panther_seg.cohort.manifest import MANIFEST_NAME, CaseRecord, Manifest, join_checksums, sha256_file  # noqa: E402
 
 SHAPE = (16, 48, 64)
 TESTS = Path(__file__).resolve().parent
@@ -162,3 +162,21 @@ def test_a_bad_checkpoint_stops_the_cohort_before_any_case(tmp_path, ray_session
     with pytest.raises(InputError, match="bad.pt"):
         run_cohort(own.inputs, own.output, args, workers=1)
     assert not (tmp_path / "out" / MANIFEST_NAME).exists()
+
+
+def test_a_changed_output_or_option_makes_a_case_due_again_but_the_memory_limit_does_not(tmp_path):
+    mask = tmp_path / "a.nii.gz"
+    mask.write_bytes(b"mask")
+    manifest = Manifest(tmp_path / MANIFEST_NAME)
+    manifest.record(CaseRecord("a.nii.gz", "in/a.nii.gz", "done", outputs=join_checksums({mask.name: sha256_file(mask)}), options="o"))
+    again = Manifest.load(tmp_path)
+    assert again.verified("a.nii.gz", {"tumour": mask}, "o")
+    assert not again.verified("a.nii.gz", {"tumour": mask}, "other options")
+    assert not again.verified("a.nii.gz", {"tumour": mask, "pancreas": tmp_path / "a_pancreas.nii.gz"}, "o")
+    mask.write_bytes(b"changed")
+    assert not again.verified("a.nii.gz", {"tumour": mask}, "o")
+
+    def fingerprint(*options: str) -> str:
+        return options_fingerprint(parse_args([str(tmp_path), "-o", str(tmp_path / "out"), *options])[1])
+
+    assert fingerprint("--memory-limit", "4") == fingerprint() != fingerprint("--fast")

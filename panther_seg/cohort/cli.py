@@ -97,8 +97,10 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
 
 def options_fingerprint(args: argparse.Namespace) -> str:
     """What decides the outputs' content: the batch options, and the checkpoints' and statistics'
-    sizes and times (a changed weight file makes every case due again)."""
-    chosen = {name: str(value) for name, value in sorted(vars(batch.options_from(args)).items()) if name != "progress"}
+    sizes and times (a changed weight file makes every case due again). Not the memory limit or
+    the progress bar: a rerun with a higher limit redoes the refused cases only."""
+    chosen = {name: str(value) for name, value in sorted(vars(batch.options_from(args)).items())
+              if name not in ("progress", "memory_limit")}
     files = [Path(p) for p in (args.checkpoint or [])] + ([Path(args.stats)] if args.stats else [])
     chosen["files"] = [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files if p.exists()]
     return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
@@ -278,8 +280,11 @@ def report(summary: Summary, output: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     batch.configure_logging()
     own, args = parse_args(argv)
-    import ray
-
+    try:
+        import ray
+    except ImportError:
+        log.error("error: panther-seg-cohort needs Ray: pip install \"panther-seg[cohort]\" (requirements-cohort.txt)")
+        return 1
     try:
         ray.init(address=own.address, include_dashboard=False, logging_level=logging.WARNING,
                  configure_logging=True, log_to_driver=True)

@@ -108,7 +108,7 @@ def options_fingerprint(args: argparse.Namespace) -> str:
 
 @dataclass
 class Case:
-    source: Path
+    source: batch.Case  # an image file or a DICOM series folder
     destination: OutputPaths
     attempts: int = 0
     submitted: float = 0.0
@@ -176,7 +176,9 @@ def run_cohort(inputs: list[Path], output: Path, args: argparse.Namespace, worke
     from .workers import Outcome, error_line, read_case, start_workers
 
     extras = Extras(probabilities=args.save_probabilities, pancreas=args.save_pancreas)
-    files = batch.batch_inputs(expand_inputs(inputs))
+    if args.output_format != "image":
+        raise InputError(output, "the cohort command writes image outputs only: for DICOM SEG use panther-seg")
+    files = batch.batch_inputs(expand_inputs(inputs), args.series_uid)
     destinations = batch.batch_destinations(files, output, extras)
     output.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(output, destinations)
@@ -216,7 +218,7 @@ def run_cohort(inputs: list[Path], output: Path, args: argparse.Namespace, worke
                     case.attempts += 1
                     case.submitted = time.perf_counter()
                     slot = min(up, key=load.__getitem__)
-                    image = read_case.remote(str(case.source), args.memory_limit)
+                    image = read_case.remote(case.source, args.memory_limit)
                     running[actors[slot].segment.remote(image, str(case.source), case.destination)] = (case, slot)
                     load[slot] += 1
                 ready, _ = ray.wait(list(running) + list(probes), num_returns=1)

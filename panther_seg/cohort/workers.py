@@ -1,7 +1,8 @@
 """What runs on the cluster: a Ray task that reads and validates one image, and an actor that
 holds the network (or ensemble) loaded once and segments and writes cases.
 
-Reading is a separate task so an actor (a GPU) does not wait for file I/O and decompression.
+Reading is a separate task so an actor (a GPU) does not wait for file I/O and decompression;
+it is batch mode's own ``read_case``, so DICOM series folders are read as batch mode reads them.
 An ``sitk.Image`` does not pickle, so the task returns the voxels as a numpy array (which Ray's
 object store shares without copying) with the geometry, and the actor rebuilds the image: the
 same voxels, pixel type, spacing, origin and direction that ``read_image`` gave. Preprocessing
@@ -28,7 +29,8 @@ import ray
 import SimpleITK as sitk
 
 from ..errors import InputError
-from ..io.images import read_image
+from ..cli import DicomCase
+from ..cli import read_case as read_source
 from ..io.outputs import OutputPaths, check_outputs, write_outputs
 from ..system.memory import MemoryBudget
 from .manifest import sha256_file
@@ -86,11 +88,12 @@ def worker_name() -> str:
 # Reads hold no CPU reservation: the driver bounds how many are in flight, and a reservation
 # would deadlock a cluster whose CPUs the actors hold. Retried if their process dies.
 @ray.remote(num_cpus=0, max_retries=3)
-def read_case(path: str, memory_limit: float | None) -> ReadCase | Outcome:
-    """``read_image`` with its checks (header, memory limit, data length, voxels) as a task."""
+def read_case(source: Path | DicomCase, memory_limit: float | None) -> ReadCase | Outcome:
+    """Batch mode's ``read_case`` (an image file or a DICOM series, with every check: header,
+    memory limit, data length, voxels) as a task."""
     start = time.perf_counter()
     try:
-        image = read_image(Path(path), MemoryBudget.resolve(memory_limit))
+        image, _ = read_source(source, MemoryBudget.resolve(memory_limit))
         voxels = sitk.GetArrayFromImage(image)
         return ReadCase(voxels, image.GetSpacing(), image.GetOrigin(), image.GetDirection(), time.perf_counter() - start)
     except InputError as e:

@@ -14,7 +14,8 @@ import SimpleITK as sitk
 
 from conftest import ROOT, requires_shared
 
-COMMANDS = ("panther-seg", "panther-seg-train", "panther-seg-evaluate", "panther-seg-benchmark", "panther-seg-resources")
+COMMANDS = ("panther-seg", "panther-seg-train", "panther-seg-evaluate", "panther-seg-benchmark", "panther-seg-resources",
+            "panther-seg-cohort")
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ The small network keeps CLI and geometry tests fast on two CPU cores; the pipeli
 is the real one (window, overlap, TTA, post-processing, geometry)."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +80,14 @@ def gc_input(root: Path, array: np.ndarray, **geometry) -> Path:
     """An /input tree in grand-challenge layout holding one image."""
     write_image(root / "images" / "abdominal-t1-mri" / "3f2a9c1e-uuid.mha", array, **geometry)
     return root
+
+
+@pytest.fixture(autouse=True)
+def fresh_panther_logger():
+    """The command line points the package's logger at the streams of the moment and stops it
+    propagating; after each test it is reset, so that the next test's caplog and capsys see it."""
+    yield
+    logger = logging.getLogger("panther_seg")
+    logger.handlers.clear()
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)

@@ -16,13 +16,6 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
 STATS_FILE_NAME = "mri_statistics.csv"
 SHA256_FILE_NAME = "SHA256SUMS"
 
-# optional outputs (--save-pancreas, --save-probabilities): the suffix of the case id in batch
-# mode (<case>.<ext> is the tumour mask); grand-challenge paths: io/grand_challenge.py
-OPTIONAL_OUTPUT_SUFFIXES = {
-    "pancreas": "_pancreas",
-    "tumour_probability": "_tumour_probability",
-    "pancreas_probability": "_pancreas_probability",
-}
 IMAGE_SUFFIXES = (".mha", ".mhd", ".nii", ".nii.gz", ".nrrd")
 
 # data sets (PANTHER and nnU-Net naming): <case>_0000.mha images beside <case>.mha labels, or in

@@ -22,7 +22,7 @@ from typing import Any
 from ..errors import InputError
 from ..inference.pipeline import Extras
 from .images import has_image_suffix, list_folder
-from .outputs import OutputPaths, optional_outputs
+from .outputs import OutputPaths, output_paths
 
 GC_INPUT_ROOT = Path("/input")
 GC_OUTPUT_ROOT = Path("/output")
@@ -32,8 +32,9 @@ GC_INPUT_SLUG = "abdominal-t1-mri"
 GC_INPUT_FALLBACK = GC_INPUT_SLUG  # the folder looked for when no folder name contains 'mri'
 GC_OUTPUT_SUBDIR = "images/pancreatic-tumor-segmentation"
 GC_OUTPUT_NAME = "tumor_seg.mha"
-# the optional outputs' interfaces (--save-pancreas, --save-probabilities)
-GC_OPTIONAL_OUTPUTS = {
+# each output kind's interface (the optional ones with --save-pancreas, --save-probabilities)
+GC_OUTPUTS = {
+    "tumour": f"{GC_OUTPUT_SUBDIR}/{GC_OUTPUT_NAME}",
     "pancreas": "images/pancreas-segmentation/pancreas_seg.mha",
     "tumour_probability": "images/pancreatic-tumor-probability/tumor_probability.mha",
     "pancreas_probability": "images/pancreas-probability/pancreas_probability.mha",
@@ -115,5 +116,4 @@ def _single_image(folder: Path) -> Path:
 
 def gc_outputs(output_root: Path, extras: Extras = Extras()) -> OutputPaths:
     """The tumour mask's interface path and, when asked, the optional outputs' interface paths."""
-    return OutputPaths(output_root / GC_OUTPUT_SUBDIR / GC_OUTPUT_NAME,
-                       **optional_outputs(extras, lambda name: output_root / GC_OPTIONAL_OUTPUTS[name]))
+    return output_paths(extras, lambda name: output_root / GC_OUTPUTS[name])

@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from ..config import IMAGE_SUFFIXES, OPTIONAL_OUTPUT_SUFFIXES
+from ..config import IMAGE_SUFFIXES
 from ..errors import InputError
 from .images import case_id, check_output_location, write_image_atomic
 from ..inference.pipeline import Extras, Segmentation
@@ -22,8 +22,25 @@ if TYPE_CHECKING:
 
 DICOM_SEG_SUFFIX = ".dcm"
 
-WHAT = {"tumour": "mask", "pancreas": "pancreas mask", "tumour_probability": "tumour probability map",
-        "pancreas_probability": "pancreas probability map"}
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    """One kind of output: what messages call it, the suffix of the case id that names it in
+    batch mode, and whether a run's ``Extras`` ask for it. (Its grand-challenge interface path is
+    grand-challenge's layout: ``grand_challenge.GC_OUTPUTS``.)"""
+
+    what: str
+    batch_suffix: str
+    wanted: Callable[[Extras], bool]
+
+
+OUTPUT_KINDS = {  # the fields of Segmentation and OutputPaths, in this order
+    "tumour": OutputKind("mask", "", lambda extras: True),
+    "pancreas": OutputKind("pancreas mask", "_pancreas", lambda extras: extras.pancreas),
+    "tumour_probability": OutputKind("tumour probability map", "_tumour_probability", lambda extras: extras.probabilities),
+    "pancreas_probability": OutputKind("pancreas probability map", "_pancreas_probability", lambda extras: extras.probabilities),
+}
 
 
 @dataclass(frozen=True)
@@ -57,9 +74,9 @@ def algorithm_version() -> str:
         return "unknown"
 
 
-def optional_outputs(extras: Extras, place: Callable[[str], Path]) -> dict[str, Path]:
-    wanted = {"pancreas": extras.pancreas, "tumour_probability": extras.probabilities, "pancreas_probability": extras.probabilities}
-    return {name: place(name) for name, on in wanted.items() if on}
+def output_paths(extras: Extras, place: Callable[[str], Path]) -> OutputPaths:
+    """The outputs ``extras`` ask for, each where ``place(kind)`` puts it."""
+    return OutputPaths(**{name: place(name) for name, kind in OUTPUT_KINDS.items() if kind.wanted(extras)})
 
 
 def mask_suffix(src: Path) -> str:
@@ -71,7 +88,7 @@ def mask_suffix(src: Path) -> str:
 def outputs_beside(mask: Path, extras: Extras = Extras()) -> OutputPaths:
     """``mask`` and, beside it, ``<its case id>_pancreas<its suffix>`` etc."""
     stem, suffix = case_id(mask), mask.name[len(case_id(mask)):]
-    return OutputPaths(mask, **optional_outputs(extras, lambda name: mask.with_name(stem + OPTIONAL_OUTPUT_SUFFIXES[name] + suffix)))
+    return output_paths(extras, lambda name: mask.with_name(stem + OUTPUT_KINDS[name].batch_suffix + suffix))
 
 
 def batch_outputs(src: Path, out_dir: Path, extras: Extras = Extras()) -> OutputPaths:
@@ -104,8 +121,8 @@ def write_outputs(segmentation: Segmentation, paths: OutputPaths | DicomSegPaths
         for name, path in paths.chosen().items():
             image = getattr(segmentation, name)
             if image is None:
-                raise InputError(path, f"no {WHAT[name]} was computed")
-            write_image_atomic(image, path, WHAT[name])
+                raise InputError(path, f"no {OUTPUT_KINDS[name].what} was computed")
+            write_image_atomic(image, path, OUTPUT_KINDS[name].what)
             written.append(path)
     except BaseException:
         for path in written:

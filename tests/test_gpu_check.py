@@ -138,3 +138,9 @@ def test_pinned_torch_and_cudnn_are_outside_every_known_broken_range():
     for sm in (75, 90):
         for dtype in ("fp32", "fp16"):
             assert expected_dispatch(torch_version, cudnn, dtype, sm) != SLOW
+
+
+def test_training_precisions_map_to_the_dtypes_the_self_check_runs():
+    assert gpu_check.dtypes_for_precision("bf16-mixed") == ("fp32", "bf16")
+    assert gpu_check.dtypes_for_precision("16-mixed") == ("fp32", "fp16")
+    assert gpu_check.dtypes_for_precision("32-true") == ("fp32",)

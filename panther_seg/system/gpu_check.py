@@ -216,6 +216,16 @@ def run_self_check(dtypes: Sequence[str] = ("fp32", "fp16")) -> SelfCheck:
     return result
 
 
+def dtypes_for_precision(precision: str) -> tuple[str, ...]:
+    """Lightning's precision string -> the dtypes its convolutions run in (fp32 always: the
+    optimiser's master weights and any op autocast keeps in fp32)."""
+    if precision.startswith("bf16"):
+        return ("fp32", "bf16")
+    if precision.startswith("16"):
+        return ("fp32", "fp16")
+    return ("fp32",)
+
+
 _checked: set[str] = set()
 
 

@@ -44,6 +44,30 @@ DEPTHWISE_ANY = [
 ]
 
 
+class Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(r.getMessage() for r in self.records)
+
+
+@pytest.fixture
+def logged(monkeypatch) -> Records:
+    """The panther_seg logger's records, whatever handlers other tests configured on it."""
+    handler = Records()
+    logger = logging.getLogger("panther_seg")
+    monkeypatch.setattr(logger, "handlers", [handler])
+    monkeypatch.setattr(logger, "propagate", False)
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    return handler
+
+
 @pytest.mark.parametrize("events, family", [
     (CUDNN_FP16_SM75, CUDNN), (CUDNN_FP32, CUDNN), (SLOW_FP16_TORCH291, SLOW), (DEPTHWISE_ANY, DEPTHWISE),
     (["aten::conv3d", "some_future_kernel_name"], UNKNOWN), ([], UNKNOWN),
@@ -61,31 +85,29 @@ def test_verdict_warns_loudly_only_for_the_slow_fallback():
     assert ok and "not recognised" in line
 
 
-def test_the_self_check_never_raises_and_logs_one_line_when_it_cannot_run(monkeypatch, caplog):
+def test_the_self_check_never_raises_and_logs_one_line_when_it_cannot_run(monkeypatch, logged):
     def broken() -> dict:
         raise RuntimeError("no CUDA here")
 
     monkeypatch.setattr(gpu_check, "environment", broken)
-    with caplog.at_level(logging.INFO, logger="panther_seg"):
-        result = gpu_check.run_self_check(("fp16",))
+    result = gpu_check.run_self_check(("fp16",))
     assert result.error and "no CUDA here" in result.error and result.ok
-    assert len(caplog.records) == 1 and caplog.records[0].levelno == logging.WARNING
+    assert len(logged.records) == 1 and logged.records[0].levelno == logging.WARNING
 
 
-def test_the_self_check_logs_environment_problems_and_the_warning(monkeypatch, caplog):
+def test_the_self_check_logs_environment_problems_and_the_warning(monkeypatch, logged):
     """torch 2.9.1 on a T4, faked: the known problems and the profiler's slow fallback both show."""
     env = {"gpu": "Tesla T4", "sm": 75, "compute_capability": "7.5", "driver": "12.2", "cuda_runtime": "12.8",
            "cudnn": 91002, "torch": "2.9.1+cu128"}
     monkeypatch.setattr(gpu_check, "environment", lambda: env)
     monkeypatch.setattr(gpu_check, "probe_events",
                         lambda dtype, probe: DEPTHWISE_ANY if probe == "depthwise" else SLOW_FP16_TORCH291 if dtype == "fp16" else CUDNN_FP32)
-    with caplog.at_level(logging.INFO, logger="panther_seg"):
-        result = gpu_check.run_self_check(("fp32", "fp16"))
+    result = gpu_check.run_self_check(("fp32", "fp16"))
     assert result.families == {"fp32 dilated": CUDNN, "fp32 depthwise": DEPTHWISE, "fp16 dilated": SLOW, "fp16 depthwise": DEPTHWISE}
     assert not result.ok and any(p.startswith("[slow fallback] fp16") for p in result.problems)
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = [r.getMessage() for r in logged.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and warnings[0].startswith("WARNING:")
-    assert "Tesla T4" in caplog.text and "91002" in caplog.text
+    assert "Tesla T4" in logged.text and "91002" in logged.text
 
 
 def test_check_once_probes_each_dtype_once_per_process(monkeypatch):
@@ -144,3 +166,15 @@ def test_training_precisions_map_to_the_dtypes_the_self_check_runs():
     assert gpu_check.dtypes_for_precision("bf16-mixed") == ("fp32", "bf16")
     assert gpu_check.dtypes_for_precision("16-mixed") == ("fp32", "fp16")
     assert gpu_check.dtypes_for_precision("32-true") == ("fp32",)
+
+
+def test_select_device_runs_the_self_check_when_it_chooses_cuda_only(monkeypatch):
+    import torch
+
+    from panther_seg.system import device
+
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr(device, "check_once", lambda dtypes: calls.append(tuple(dtypes)))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert device.select_device("cuda") == "cuda" and calls == [("fp32", "fp16")]
+    assert device.select_device("cpu") == "cpu" and len(calls) == 1

@@ -68,7 +68,8 @@ def test_the_gpu_report_command_runs_on_the_cpu_and_writes_every_section(tmp_pat
     assert [(r["case"], r["protocol"], r["precision"]) for r in report["runs"]] == [("tiny", "default", "fp32"), ("tiny", "fast", "fp32")]
     assert all(r["total_s"] > 0 and set(r["stages_s"]) >= {"preprocess", "network", "write"} for r in report["runs"])
     real = report["real_mri"]
-    assert real["image"] == "scan.nii.gz" and real["fp32_tumour_voxels"] >= 0 and real["dice"] is None
+    assert real["image"] == "scan.nii.gz" and real["fp32_tumour_voxels"] >= 0 and real["fp32_pancreas_voxels"] >= 0
+    assert real["dice"] is None
     assert report["skipped"] == [] and report["elapsed_s"] > 0
     page = (out / "report.md").read_text()
     assert "Machine:" in page and "## Per window" in page and "| tiny |" in page

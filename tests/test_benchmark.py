@@ -47,3 +47,38 @@ def test_departures_reports_each_options_dice_from_the_default(tmp_path, tiny_wi
     assert rows["--batch-size 4 (not a departure: rounding only)"]["dice"] == 1.0
     assert rows["--orientation training"]["dice"] < 0.99 and rows["--normalise nonzero"]["dice"] < 1.0
     assert "machine:" in capsys.readouterr().out
+
+
+def test_the_gpu_report_command_runs_on_the_cpu_and_writes_every_section(tmp_path, tiny_window_checkpoint, capsys):
+    """``--device cuda --report DIR`` is for a GPU machine; the same command on the CPU with a tiny
+    case (one window) and a small stand-in for the real MRI keeps it from rotting between GPU runs."""
+    from conftest import blob_volume, write_image
+
+    write_image(tmp_path / "real-mri" / "scan.nii.gz", blob_volume((16, 32, 32)))
+    write_image(tmp_path / "real-mri" / "scan_seg.nii.gz", np.zeros((16, 32, 32), np.uint8))
+    out = tmp_path / "report"
+    assert main(["--device", "cpu", "--report", str(out), "--cases", "tiny", "--checkpoint", str(tiny_window_checkpoint),
+                 "--window-repeats", "1", "--nnunet", "off", "--real-mri", str(tmp_path / "real-mri")]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["device"] == "cpu" and report["machine"]["cpu_cores"] >= 1 and report["machine"]["torch"]
+    assert "skipped" in report["self_check"]
+    window = report["window"]
+    assert window["window"] == [32, 32, 32] and window["gflop_per_window"] > 0 and window["fp32_s"] > 0
+    assert window["fp16_s"] is None and "GPU only" in window["fp16_note"]
+    assert [(r["case"], r["protocol"], r["precision"]) for r in report["runs"]] == [("tiny", "default", "fp32"), ("tiny", "fast", "fp32")]
+    assert all(r["total_s"] > 0 and set(r["stages_s"]) >= {"preprocess", "network", "write"} for r in report["runs"])
+    real = report["real_mri"]
+    assert real["image"] == "scan.nii.gz" and real["fp32_tumour_voxels"] >= 0 and real["fp32_pancreas_voxels"] >= 0
+    assert real["dice"] is None
+    assert report["skipped"] == [] and report["elapsed_s"] > 0
+    page = (out / "report.md").read_text()
+    assert "Machine:" in page and "## Per window" in page and "| tiny |" in page
+    assert "machine:" in capsys.readouterr().out
+
+
+def test_the_report_skips_the_runs_past_its_time_budget(tmp_path, tiny_window_checkpoint):
+    out = tmp_path / "report"
+    assert main(["--device", "cpu", "--report", str(out), "--cases", "tiny", "--checkpoint", str(tiny_window_checkpoint),
+                 "--window-repeats", "1", "--nnunet", "off", "--budget-s", "0", "--real-mri", str(tmp_path / "none")]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["runs"] == [] and any("tiny default fp32" in s for s in report["skipped"])

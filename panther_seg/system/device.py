@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
+from .gpu_check import check_once
 
 log = logging.getLogger("panther_seg")
 
@@ -19,6 +20,8 @@ def gpu_present() -> bool:
 
 
 def select_device(requested: str) -> str:
+    """auto, cpu or cuda -> the device used; on CUDA, once per process, the GPU self-check
+    (gpu_check): torch can silently run 3D convolutions on a slow fallback."""
     if requested not in ("auto", "cpu", "cuda"):
         raise InputError(None, f"--device must be auto, cpu or cuda, not {requested!r}")
     available = torch.cuda.is_available()
@@ -32,6 +35,7 @@ def select_device(requested: str) -> str:
     if requested == "cpu" or not available:
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
         return "cpu"
+    check_once(("fp32", "fp16"))
     return "cuda"
 
 

@@ -31,6 +31,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from monai.utils import set_determinism
 
 from ..errors import InputError
+from ..system.gpu_check import check_once, dtypes_for_precision
 from . import provenance, store
 from .config import TrainConfig, load_config, save_config
 from .data import CaseSource, EpochKeyedSampling, PatchData, available_cases, steps_per_epoch, train_loader, worker_count
@@ -103,6 +104,8 @@ def benchmark(cfg: TrainConfig, source: CaseSource, steps: int, train_steps: int
     training device with the run's precision, workers and cuDNN settings."""
     device = torch.device("cuda" if uses_gpu(accelerator) else "cpu")
     precision = precision_for(cfg, accelerator)
+    if device.type == "cuda":
+        check_once(dtypes_for_precision(precision))
     workers = worker_count(cfg.num_workers, 1)
     loader = train_loader(cfg, source, 0, 1, workers, pin=device.type == "cuda")
     module = SegmentationModule.from_config(cfg).to(device)
@@ -192,6 +195,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         raise InputError(out, f"holds a run already ({LAST}.ckpt): use --resume, or another --out")
     gpu = uses_gpu(args.accelerator)
     precision = precision_for(cfg, args.accelerator)
+    if gpu:
+        check_once(dtypes_for_precision(precision))
     data = PatchData(cfg, args.data, train_cases, val_cases, args.devices, pin=gpu)
     run = {"data": str(Path(args.data).resolve()), "split": str(split.resolve()), "split_reason": reason, "fold": args.fold,
            "train_cases": [f.name for f in data.train_folders], "val_cases": [f.name for f in data.val_folders]}

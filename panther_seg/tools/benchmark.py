@@ -17,7 +17,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import platform
 import tempfile
 import threading
 import time
@@ -42,6 +41,7 @@ from ..io.images import read_image, write_image_atomic
 from ..inference.pipeline import Segmenter, Timings
 from ..inference.preprocessing import zscore
 from ..contract.resources import resolve_resources
+from ..system.machine import machine
 from ..system.runtime import keep_freed_memory
 from ..inference.sliding_window import InferenceSettings
 from .synthetic import make_case
@@ -93,18 +93,6 @@ class MemoryTimings(Timings):
             self.peak_rss[name] = max(peak[0], rss_bytes()) / 2**30
             if torch.cuda.is_available():
                 self.peak_gpu[name] = torch.cuda.max_memory_allocated() / 2**30
-
-
-def machine() -> dict[str, Any]:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name")), platform.processor())
-    info = {"cpu": cpu, "cpu_cores": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
-            "ram_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-            "torch": torch.__version__, "cuda_build": torch.version.cuda, "cudnn": torch.backends.cudnn.version(), "gpu": None, "python": platform.python_version()}
-    if torch.cuda.is_available():
-        p = torch.cuda.get_device_properties(0)
-        info["gpu"] = f"{p.name} ({p.total_memory / 2**30:.0f} GiB, sm_{p.major}{p.minor})"
-        info["cuda_driver"] = torch.cuda.driver_version() if hasattr(torch.cuda, "driver_version") else None
-    return info
 
 
 def sync(device: str) -> None:

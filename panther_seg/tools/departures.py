@@ -21,12 +21,12 @@ from typing import Any, Callable
 import numpy as np
 import SimpleITK as sitk
 
-from .benchmark import machine
 from ..config import FAST_OVERLAP, PROJECT_ROOT
 from ..io.grand_challenge import GC_INPUT_FALLBACK
 from ..dice import dice
 from ..io.images import read_image
 from ..inference.pipeline import Segmenter
+from ..system.machine import machine
 from ..system.runtime import keep_freed_memory
 from .synthetic import make_case
 

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 from datetime import datetime, timezone
 
-import torch
 
 from ..config import PROJECT_ROOT
+from ..system.machine import summary
 
 REVISION_ENV = "PANTHER_GIT_REVISION"  # set by the training image, which has no .git
 
@@ -24,11 +23,8 @@ def git_revision() -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    return f"{platform.node()}: {os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}, {torch.get_num_threads()} threads" + (
-        f", GPUs: {', '.join(gpus)}" if gpus else ", no GPU"
-    )
+    """The training machine, as every figure of the project names it (``system.machine``)."""
+    return summary()
 
 
 def now() -> str:

@@ -130,12 +130,12 @@ def local_imports(path: Path) -> set[Path]:
 
 
 def test_the_inference_image_copies_what_inference_imports_and_no_training():
-    """process.py and the smoke check (run inside the image by test.sh), followed import by
-    import: every module they need is copied; the image copies whole role folders, and nothing of
+    """process.py, the smoke check (run inside the image by test.sh) and the benchmark (for GPU
+    hosts), followed import by import: every module they need is copied; the image copies whole role folders, and nothing of
     training or evaluation (no Lightning code in the image that runs on grand-challenge). Beyond
     what inference imports, only tools/ (the benchmark, for GPU hosts) and commands.py come along."""
     needed: set[Path] = set()
-    todo = [ROOT / "process.py", ROOT / "panther_seg" / "tools" / "smoke_check.py"]
+    todo = [ROOT / "process.py", ROOT / "panther_seg" / "tools" / "smoke_check.py", ROOT / "panther_seg" / "tools" / "benchmark.py"]
     while todo:
         file = todo.pop()
         if file not in needed:

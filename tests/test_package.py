@@ -59,7 +59,7 @@ def test_pip_install_puts_only_panther_seg_at_the_top_of_site_packages(installed
     ships inside the package."""
     site = Path(subprocess.run([str(installed / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                capture_output=True, text=True, check=True).stdout.strip())
-    ours = {p.name for p in site.iterdir() if not p.name.startswith(("_", "pip", "setuptools", "test-dependencies"))
+    ours = {p.name for p in site.iterdir() if not p.name.startswith(("_", "pip", "setuptools", "pkg_resources", "test-dependencies"))
             and not p.name.endswith((".dist-info", ".pth"))}
     assert ours == {"panther_seg"}
     assert (site / "panther_seg" / "network" / "segformer3d.py").is_file()

@@ -25,7 +25,8 @@ from cohort_crash_hook import FLAG_ENV  # noqa: E402
 from conftest import ROOT, blob_volume, write_image  # noqa: E402
 from panther_seg import InputError, cli  # noqa: E402
 from panther_seg.cohort.cli import options_fingerprint, parse_args, run_cohort  # noqa: E402
-from panther_seg.cohort.manifest import MANIFEST_NAME, CaseRecord, Manifest, join_checksums, sha256_file  # noqa: E402
+from panther_seg.cohort.manifest import MANIFEST_NAME, CaseRecord, Manifest, join_checksums  # noqa: E402
+from panther_seg.io.files import sha256  # noqa: E402
 
 SHAPE = (16, 48, 64)
 TESTS = Path(__file__).resolve().parent
@@ -98,7 +99,7 @@ def test_same_outputs_as_batch_mode_and_bad_cases_recorded(tmp_path, small_check
         same_image(tmp_path / "batch" / name, own.output / name)
     for i in range(3):
         recorded = Manifest.load(own.output).rows[f"case0{i}.nii.gz"].checksums()
-        assert recorded == {n: sha256_file(own.output / n) for n in (f"case0{i}.nii.gz", f"case0{i}_pancreas.nii.gz")}
+        assert recorded == {n: sha256(own.output / n) for n in (f"case0{i}.nii.gz", f"case0{i}_pancreas.nii.gz")}
 
     before = {p.name: p.stat().st_ino for p in own.output.iterdir() if p.name != MANIFEST_NAME}
     again = run_cohort(own.inputs, own.output, args, workers=2)  # rerun: only the refused case is redone
@@ -168,7 +169,7 @@ def test_a_changed_output_or_option_makes_a_case_due_again_but_the_memory_limit_
     mask = tmp_path / "a.nii.gz"
     mask.write_bytes(b"mask")
     manifest = Manifest(tmp_path / MANIFEST_NAME)
-    manifest.record(CaseRecord("a.nii.gz", "in/a.nii.gz", "done", outputs=join_checksums({mask.name: sha256_file(mask)}), options="o"))
+    manifest.record(CaseRecord("a.nii.gz", "in/a.nii.gz", "done", outputs=join_checksums({mask.name: sha256(mask)}), options="o"))
     again = Manifest.load(tmp_path)
     assert again.verified("a.nii.gz", {"tumour": mask}, "o")
     assert not again.verified("a.nii.gz", {"tumour": mask}, "other options")

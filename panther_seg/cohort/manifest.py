@@ -9,12 +9,11 @@ is on disk with the recorded SHA-256.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from ..io.files import write_text_atomic
+from ..io.files import sha256, write_text_atomic
 
 MANIFEST_NAME = "manifest.csv"
 STATUSES = ("done", "refused", "failed")
@@ -47,14 +46,6 @@ class CaseRecord:
     def checksums(self) -> dict[str, str]:
         pairs = (item.rsplit(":", 1) for item in self.outputs.split(";") if item)
         return {name: digest for name, digest in pairs}
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def join_checksums(checksums: dict[str, str]) -> str:
@@ -105,6 +96,6 @@ class Manifest:
         if set(recorded) != {p.name for p in wanted.values()}:
             return False
         try:
-            return all(sha256_file(p) == recorded[p.name] for p in wanted.values())
+            return all(sha256(p) == recorded[p.name] for p in wanted.values())
         except OSError:
             return False

@@ -33,7 +33,7 @@ from ..cli import DicomCase
 from ..cli import read_case as read_source
 from ..io.outputs import OutputPaths, check_outputs, write_outputs
 from ..system.memory import MemoryBudget
-from .manifest import sha256_file
+from ..io.files import sha256
 
 log = logging.getLogger("panther_seg")
 
@@ -141,7 +141,7 @@ class CaseWorker:
             segmentation = self.segmenter.segment(case.image(), timings, source=Path(source))
             start = time.perf_counter()
             write_outputs(segmentation, destination)
-            checksums = {path.name: sha256_file(path) for path in destination.chosen().values()}
+            checksums = {path.name: sha256(path) for path in destination.chosen().values()}
             seconds["write"] = time.perf_counter() - start
             seconds["segment"] = sum(timings.seconds.values())
             tumour = sitk.GetArrayViewFromImage(segmentation.tumour)

@@ -13,7 +13,6 @@ uses it too).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import shutil
 import sys
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from .model_contract import ModelContract
 from .network_config import check_pipeline_config
 from ..config import CHECKPOINT_SUFFIXES, MODEL_TARBALL_DIR, RESOURCES_DIR, SHA256_FILE_NAME, STATS_FILE_NAME
 from ..errors import FieldError, InputError
-from ..io.files import atomic_path, write_text_atomic
+from ..io.files import atomic_path, sha256, write_text_atomic
 from .stats import NormalisationStats, read_stats_csv
 
 
@@ -137,14 +136,6 @@ def write_resources(folder: Path, checkpoints: dict[str, Callable[[Path], object
         stats_target.unlink(missing_ok=True)
     write_sha256sums(folder)
     return targets
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_sha256sums(folder: Path) -> Path:

@@ -139,7 +139,7 @@ def record_of(case: Case, outcome: Any, options: str) -> CaseRecord:
         outputs=join_checksums(outcome.checksums),
         tumour_ml="" if outcome.tumour_ml is None else f"{outcome.tumour_ml:.3f}",
         worker=outcome.worker, attempts=case.attempts, read_s=seconds(outcome.seconds.get("read")),
-        segment_s=seconds(outcome.seconds.get("segment")), write_s=seconds(outcome.seconds.get("write")),
+        preprocess_s=seconds(outcome.seconds.get("preprocess")), segment_s=seconds(outcome.seconds.get("segment")), write_s=seconds(outcome.seconds.get("write")),
         wall_s=seconds(time.perf_counter() - case.submitted),
         worker_peak_gib="" if outcome.worker_peak_gib is None else f"{outcome.worker_peak_gib:.2f}",
         finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -210,6 +210,7 @@ def run_cohort(inputs: list[Path], output: Path, args: argparse.Namespace, worke
                 if problem is not None:
                     raise InputError(None, problem)
                 log.info("worker %s ready on %s", name, device)
+            preparation = ray.put(ray.get(actors[0].preparation.remote()))  # the same for every worker
             start = time.perf_counter()
             while todo or running:
                 up = [slot for slot in range(count) if slot not in probes.values()]
@@ -218,7 +219,7 @@ def run_cohort(inputs: list[Path], output: Path, args: argparse.Namespace, worke
                     case.attempts += 1
                     case.submitted = time.perf_counter()
                     slot = min(up, key=load.__getitem__)
-                    image = read_case.remote(case.source, args.memory_limit)
+                    image = read_case.remote(case.source, preparation)
                     running[actors[slot].segment.remote(image, str(case.source), case.destination)] = (case, slot)
                     load[slot] += 1
                 ready, _ = ray.wait(list(running) + list(probes), num_returns=1)
@@ -263,7 +264,7 @@ def run_cohort(inputs: list[Path], output: Path, args: argparse.Namespace, worke
 
 def work_seconds(row: CaseRecord) -> float:
     """A case's own time, without the queueing that ``wall_s`` includes."""
-    return sum(float(v) for v in (row.read_s, row.segment_s, row.write_s) if v)
+    return sum(float(v) for v in (row.read_s, row.preprocess_s, row.segment_s, row.write_s) if v)
 
 
 def report(summary: Summary, output: Path) -> None:

@@ -32,6 +32,7 @@ class CaseRecord:
     worker: str = ""
     attempts: int = 1
     read_s: str = ""
+    preprocess_s: str = ""
     segment_s: str = ""
     write_s: str = ""
     wall_s: str = ""

@@ -5,9 +5,9 @@ Reading is a separate task so an actor (a GPU) does not wait for file I/O and de
 it is batch mode's own ``read_case``, so DICOM series folders are read as batch mode reads them.
 An ``sitk.Image`` does not pickle, so the task returns the voxels as a numpy array (which Ray's
 object store shares without copying) with the geometry, and the actor rebuilds the image: the
-same voxels, pixel type, spacing, origin and direction that ``read_image`` gave. Preprocessing
-(resampling) still runs in the actor, inside ``Segmenter.segment``: the Segmenter does not split
-its stages yet. Outputs are written by the actor, atomically, where the driver said: OUT must be
+same voxels, pixel type, spacing, origin and direction that ``read_image`` gave. The task also
+preprocesses (resampling and z-score, the Segmenter's ``preparation``, which the workers hand to
+the driver), so the actor only runs the network, post-processes and writes. Outputs are written by the actor, atomically, where the driver said: OUT must be
 a folder every node sees (a shared file system). Refusals and errors come back as results, never
 as exceptions: only a dying process reaches the driver as a Ray error, and the driver retries
 that case elsewhere.
@@ -31,8 +31,9 @@ import SimpleITK as sitk
 from ..errors import InputError
 from ..cli import DicomCase
 from ..cli import read_case as read_source
+from ..inference.pipeline import Preparation, Timings
+from ..inference.preprocessing import Preprocessed
 from ..io.outputs import OutputPaths, check_outputs, write_outputs
-from ..system.memory import MemoryBudget
 from ..io.files import sha256
 
 log = logging.getLogger("panther_seg")
@@ -40,13 +41,15 @@ log = logging.getLogger("panther_seg")
 
 @dataclass
 class ReadCase:
-    """An image as plain data: picklable, and zero-copy through the object store."""
+    """An image and its network input as plain data: picklable, and zero-copy through the object
+    store."""
 
     voxels: np.ndarray
     spacing: tuple[float, ...]
     origin: tuple[float, ...]
     direction: tuple[float, ...]
-    read_s: float
+    prepared: Preprocessed
+    seconds: dict[str, float]
 
     def image(self) -> sitk.Image:
         image = sitk.GetImageFromArray(self.voxels)
@@ -88,14 +91,24 @@ def worker_name() -> str:
 # Reads hold no CPU reservation: the driver bounds how many are in flight, and a reservation
 # would deadlock a cluster whose CPUs the actors hold. Retried if their process dies.
 @ray.remote(num_cpus=0, max_retries=3)
-def read_case(source: Path | DicomCase, memory_limit: float | None) -> ReadCase | Outcome:
+def read_case(source: Path | DicomCase, preparation: Preparation) -> ReadCase | Outcome:
     """Batch mode's ``read_case`` (an image file or a DICOM series, with every check: header,
-    memory limit, data length, voxels) as a task."""
+    memory limit, data length, voxels), then the Segmenter's preprocessing, as a task."""
     start = time.perf_counter()
     try:
-        image, _ = read_source(source, MemoryBudget.resolve(memory_limit))
+        image, _ = read_source(source, preparation.budget)
+        read_s = time.perf_counter() - start
+        timings = Timings()
+        named = source.folder if isinstance(source, DicomCase) else source
+        try:
+            prepared = preparation(image, timings, named)
+        except InputError as e:
+            raise InputError(named, e.problem) if e.path is None else e from None
+        except MemoryError:
+            raise InputError(named, "out of memory while preprocessing: lower --memory-limit") from None
         voxels = sitk.GetArrayFromImage(image)
-        return ReadCase(voxels, image.GetSpacing(), image.GetOrigin(), image.GetDirection(), time.perf_counter() - start)
+        return ReadCase(voxels, image.GetSpacing(), image.GetOrigin(), image.GetDirection(), prepared,
+                        {"read": read_s, "preprocess": timings.seconds["preprocess"]})
     except InputError as e:
         return Outcome("refused", error_line(e), worker=worker_name(), seconds={"read": time.perf_counter() - start})
     except Exception as e:  # noqa: BLE001 - any failure is this case's, never the cohort's
@@ -129,16 +142,20 @@ class CaseWorker:
         device = self.segmenter.settings.device if self.problem is None else "?"
         return self.name, self.problem, device
 
+    def preparation(self) -> Preparation:
+        """The Segmenter's preprocessing, for the read tasks."""
+        return self.segmenter.preparation
+
     def segment(self, case: ReadCase | Outcome, source: str, destination: OutputPaths) -> Outcome:
         if isinstance(case, Outcome):  # refused or failed while reading
             return case
-        from ..inference.pipeline import Timings
-
         timings = Timings()
-        seconds = {"read": case.read_s}
+        seconds = dict(case.seconds)
         try:
             check_outputs(destination)
-            segmentation = self.segmenter.segment(case.image(), timings, source=Path(source))
+            with self.segmenter.errors_named(Path(source)):
+                tumour, pancreas = self.segmenter.infer(case.prepared, timings, Path(source))
+                segmentation = self.segmenter.finish(case.image(), case.prepared, tumour, pancreas, timings, self.segmenter.extras)
             start = time.perf_counter()
             write_outputs(segmentation, destination)
             checksums = {path.name: sha256(path) for path in destination.chosen().values()}

@@ -20,19 +20,18 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from ..config import PANCREAS_THRESHOLD
-from ..errors import InputError
-from .geometry import to_input_grid
-from .postprocessing import postprocess
-from .preprocessing import Preprocessed, PreprocessingOptions, preprocess_image
-from ..config import MEMORY_LIMIT_ENV
+from ..config import MEMORY_LIMIT_ENV, PANCREAS_THRESHOLD
 from ..contract.network_config import check_model_config, check_pipeline_config
 from ..contract.resources import Resources, resolve_resources
-from ..errors import FieldError
+from ..contract.stats import NormalisationStats
+from ..errors import FieldError, InputError
 from ..io.images import read_image, validate_image
 from ..system.device import select_device
 from ..system.memory import MemoryBudget
+from .geometry import to_input_grid
 from .options import Options
+from .postprocessing import postprocess
+from .preprocessing import Preprocessed, PreprocessingOptions, preprocess_image
 from .sliding_window import InferenceSettings, predict_probabilities
 
 log = logging.getLogger("panther_seg")
@@ -73,6 +72,25 @@ class Segmentation:
     pancreas: sitk.Image | None = None
     tumour_probability: sitk.Image | None = None
     pancreas_probability: sitk.Image | None = None
+
+
+@dataclass(frozen=True)
+class Preparation:
+    """Stage 1 of a Segmenter (preprocessing) as plain, picklable data: a cohort's read tasks
+    preprocess in their own processes, so that a GPU does not wait for the resampling."""
+
+    stats: NormalisationStats
+    preprocessing: PreprocessingOptions
+    training_direction: tuple[float, ...] | None
+    members: int
+    budget: MemoryBudget
+
+    def __call__(self, image: sitk.Image, timings: Timings, source: object) -> Preprocessed:
+        direction = None if self.training_direction is None else np.asarray(self.training_direction, dtype=float).reshape(3, 3)
+        with timings.stage("preprocess"):
+            prep = preprocess_image(image, self.stats, self.preprocessing, direction, source, members=self.members, budget=self.budget)
+        log.info("  network grid   %s voxels (z, y, x) at %s mm (x, y, z)", prep.volume.shape, tuple(round(s, 4) for s in prep.grid.spacing))
+        return prep
 
 
 class Segmenter:
@@ -157,13 +175,14 @@ class Segmenter:
         tumour, pancreas = self.infer(prepared, timings, source)
         return self.finish(image, prepared, tumour, pancreas, timings, extras)
 
+    @property
+    def preparation(self) -> "Preparation":
+        """Stage 1 without the networks: what another process needs to preprocess for this one."""
+        return Preparation(self.resources.stats, self.preprocessing, self.contract.training_direction, len(self.models), self.budget)
+
     def prepare(self, image: sitk.Image, timings: Timings, source: object) -> Preprocessed:
         """Stage 1 (host): the image on the network's grid (``preprocess_image``'s result)."""
-        with timings.stage("preprocess"):
-            prep = preprocess_image(image, self.resources.stats, self.preprocessing, self.contract.direction_matrix(), source,
-                                    members=len(self.models), budget=self.budget)
-        log.info("  network grid   %s voxels (z, y, x) at %s mm (x, y, z)", prep.volume.shape, tuple(round(s, 4) for s in prep.grid.spacing))
-        return prep
+        return self.preparation(image, timings, source)
 
     def infer(self, prepared: Preprocessed, timings: Timings, source: object) -> tuple[np.ndarray, np.ndarray]:
         """Stage 2 (the device): the tumour and pancreas probabilities on the network's grid."""

@@ -2,7 +2,7 @@
 
 torch 2.9.x with cuDNN 9.8-9.14 silently sends fp16/bf16 3D convolutions (kernel != 1, contiguous
 layout) to ``slow_conv_dilated3d`` (vol2col + GEMM): 4-20x slower and several times the memory,
-with no error (pytorch issues #166122, #166643, #174051; /work/notes/stack.md). Nothing in the
+with no error (pytorch/pytorch#166122, #166643, #174051; docs/docker.md). Nothing in the
 outputs shows it, so whenever CUDA is used this module runs a few small convolutions under the
 profiler, names the kernel family from the event names, and logs one loud line when the slow
 fallback ran. It never fails a case: any error is logged in one line and ignored.
@@ -40,7 +40,7 @@ CUDNN_MARKERS = (
 )
 
 # (torch from, torch until (excl.), cuDNN from, cuDNN until (excl.), dtype, sm from, sm until (excl.), family, why)
-# Verified by running each wheel's own backend selection (stack.md "Probe results") unless marked.
+# Verified by running each wheel's own backend selection (docs/docker.md, "The torch and cuDNN stack") unless marked.
 KNOWN_DISPATCH: tuple[tuple[str, str, int, int, str, int, int, str, str], ...] = (
     ("2.9.0", "2.10.0", 90800, 91500, "fp16", 0, 999, SLOW,
      "torch 2.9 disables cuDNN for contiguous fp16/bf16 3D convs with kernel != 1 on cuDNN 9.8-9.14 "

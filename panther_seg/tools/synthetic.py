@@ -1,7 +1,7 @@
 """Synthetic PANTHER-like cases, for tests, benchmarks and the demonstration checkpoint.
 
 The real images cannot leave the challenge, so geometry and intensities are drawn from the
-organisers' published fingerprint (see /work/shared/panther/README.md): z spacing 3.0 mm for
+organisers' published fingerprint (../shared/panther/README.md beside a clone): z spacing 3.0 mm for
 most cases, in-plane 1.1875 mm (0.69-1.31), shapes around 72 x 258 x 318 (z, y, x), raw scanner
 units without a zero background, tumour intensities around 207 +- 88. The anatomy (an ellipsoid
 abdomen with liver, kidneys, spine, aorta, a curved pancreas and a hypo-intense tumour in it) is

@@ -23,7 +23,7 @@ from .config import FAST_OVERLAP, MEMORY_LIMIT_ENV, MEMORY_LIMIT_GIB, NORMALISAT
 from .system.device import describe
 from .errors import InputError
 from .io.grand_challenge import GC_INPUT_ROOT, GC_OUTPUT_NAME, GC_OUTPUT_ROOT, GC_OUTPUT_SUBDIR, find_gc_input, gc_outputs
-from .io.images import has_image_suffix, list_folder, read_image
+from .io.images import has_image_suffix, list_folder, read_image, validate_image
 from .io.outputs import (
     DICOM_SEG_SUFFIX, DicomSegPaths, OutputPaths, batch_outputs, check_outputs, is_dicom_seg_path, is_mask_path,
     outputs_beside, write_outputs,
@@ -156,14 +156,16 @@ def describe_image(path: Case, image: sitk.Image) -> str:
 
 
 def read_case(src: Case, budget: MemoryBudget) -> tuple[sitk.Image, DicomSeries | None]:
-    """The case's image, read and verified (the memory budget applied from the headers first);
-    for a DICOM case also its series, which a DICOM SEG output references."""
+    """The case's image, read, verified and checked as ``read_image`` checks it (the memory budget
+    applied from the headers first); for a DICOM case also its series, which a DICOM SEG output
+    references."""
     if isinstance(src, DicomCase):
         try:
             from .io.dicom import read_dicom_series
         except ImportError:
             raise InputError(src.folder, f"DICOM input needs pydicom and highdicom ({DICOM_EXTRA})") from None
         series = read_dicom_series(src.folder, src.series_uid, budget)
+        validate_image(series.image, src.folder)
         return series.image, series
     return read_image(src, budget), None
 
@@ -174,7 +176,7 @@ def segment_file(segmenter: Segmenter, src: Case, dst: OutputPaths | DicomSegPat
     with timings.stage("read"):
         image, series = read_case(src, segmenter.budget)
     log.info(describe_image(src, image))
-    segmentation = segmenter.segment(image, timings, source=case_source(src))
+    segmentation = segmenter.run(image, timings, case_source(src))
     with timings.stage("write"):
         write_outputs(segmentation, dst, series)
     log.info("wrote %s", ", ".join(str(p) for p in dst.chosen().values()))
@@ -236,25 +238,32 @@ def _batch_destination(src: Case, out_dir: Path, extras: Extras, dicom_seg: bool
     return batch_outputs(src, out_dir, extras)
 
 
-def run_batch(segmenter: Segmenter, args: argparse.Namespace, overlap: bool | None = None) -> int:
-    """Every case, each failure reported and counted, never stopping the others. ``overlap``
-    (default: on a GPU) reads and preprocesses the next case and writes the previous one while
-    the network runs (``overlapped_cases``); the outputs are the same either way."""
+def batch_cases(args: argparse.Namespace, extras: Extras) -> list[tuple[Case, Destination]]:
+    """Batch mode's cases and where each one's outputs (``extras`` among them) go; bad inputs and
+    output choices are refused here, before the network is loaded."""
+    files = batch_inputs(args.inputs, args.series_uid)
+    return list(zip(files, batch_destinations(files, args.output, extras, args.output_format)))
+
+
+def run_batch(segmenter: Segmenter, args: argparse.Namespace, overlap: bool | None = None,
+              cases: list[tuple[Case, Destination]] | None = None) -> int:
+    """Every case (``batch_cases``, unless given), each failure reported and counted, never
+    stopping the others. ``overlap`` (default: on a GPU) reads and preprocesses the next case and
+    writes the previous one while the network runs (``overlapped_cases``); the outputs are the
+    same either way."""
     from tqdm import tqdm
 
-    files = batch_inputs(args.inputs, args.series_uid)
-    destinations = batch_destinations(files, args.output, segmenter.extras, args.output_format)
+    cases = batch_cases(args, segmenter.extras) if cases is None else cases
     failed = []
-    progress = len(files) > 1 and sys.stderr.isatty()  # no bar between the error lines of a log
+    progress = len(cases) > 1 and sys.stderr.isatty()  # no bar between the error lines of a log
     overlap = segmenter.settings.device == "cuda" if overlap is None else overlap
-    cases = list(zip(files, destinations))
     with tqdm(total=len(cases), desc="cases", unit="case", file=sys.stderr, disable=not progress) as bar:
         for src, error in (overlapped_cases if overlap else sequential_cases)(segmenter, cases):
             if error is not None:
                 log.error("error: %s", error)
                 failed.append(src)
             bar.update()
-    log.info("%d of %d cases written to %s", len(files) - len(failed), len(files), args.output)
+    log.info("%d of %d cases written to %s", len(cases) - len(failed), len(cases), args.output)
     return 1 if failed else 0
 
 
@@ -322,7 +331,6 @@ def overlapped_cases(segmenter: Segmenter, cases: list[tuple[Case, Destination]]
         with case.timings.stage("read"):
             case.image, case.series = read_case(case.src, segmenter.budget)
         log.info(describe_image(case.src, case.image))
-        segmenter.check(case.image, case_source(case.src))
 
     def prepare(case: InFlight) -> None:
         case.prepared = segmenter.prepare(case.image, case.timings, case_source(case.src))
@@ -384,9 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     try:
-        if args.inputs:  # refuse bad inputs and output choices before loading the network
-            batch_destinations(batch_inputs(args.inputs, args.series_uid), args.output,
-                               Extras(probabilities=args.save_probabilities, pancreas=args.save_pancreas), args.output_format)
+        extras = Extras(probabilities=args.save_probabilities, pancreas=args.save_pancreas)
+        cases = batch_cases(args, extras) if args.inputs else None  # bad inputs refused before the network loads
         segmenter = Segmenter.from_resources(args.checkpoint, args.stats, args.device, **vars(options_from(args)))
         settings, preprocessing, resources = segmenter.settings, segmenter.preprocessing, segmenter.resources
         log.info(describe(settings.device))
@@ -401,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("WARNING: --fp16 applies on the GPU only; running fp32 on the %s", settings.device.upper())
         log.info(segmenter.budget.describe())
         if args.inputs:
-            status = run_batch(segmenter, args)
+            status = run_batch(segmenter, args, cases=cases)
         else:
             src = find_gc_input(args.input_root)
             segment_file(segmenter, src, gc_outputs(args.output_root, segmenter.extras))

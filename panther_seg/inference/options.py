@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ..config import FAST_OVERLAP, NORMALISATIONS, ORIENTATIONS, OVERLAP, RESAMPLINGS
+from ..config import FAST_OVERLAP, OVERLAP
 from .preprocessing import PreprocessingOptions
 from .sliding_window import ALL_AXES, InferenceSettings
 
@@ -41,9 +41,7 @@ class Options:
             raise ValueError(f"batch_size must be a whole number of windows >= 1, not {self.batch_size!r}")
         if self.memory_limit is not None and not (math.isfinite(self.memory_limit) and self.memory_limit > 0):
             raise ValueError(f"memory_limit must be a positive number of GiB, not {self.memory_limit}")
-        for name, allowed in (("orientation", ORIENTATIONS), ("resample", RESAMPLINGS), ("normalise", NORMALISATIONS)):
-            if getattr(self, name) is not None and getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+        PreprocessingOptions(**self._preprocessing_choices())  # its own checks of the three choices
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -70,10 +68,12 @@ class Options:
             progress=self.progress,
         )
 
+    def _preprocessing_choices(self) -> dict[str, str]:
+        return {k: getattr(self, k) for k in ("orientation", "resample", "normalise") if getattr(self, k) is not None}
+
     def preprocessing(self, recorded: PreprocessingOptions) -> PreprocessingOptions:
         """The checkpoint's preprocessing, with the options given here instead."""
-        chosen = {k: getattr(self, k) for k in ("orientation", "resample", "normalise") if getattr(self, k) is not None}
-        return PreprocessingOptions(**{**recorded.to_dict(), **chosen})
+        return PreprocessingOptions(**{**recorded.to_dict(), **self._preprocessing_choices()})
 
 
 def describe_departures(settings: InferenceSettings, preprocessing: PreprocessingOptions) -> str:

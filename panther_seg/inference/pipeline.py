@@ -140,7 +140,6 @@ class Segmenter:
         """The outputs on exactly the grid of ``image`` (a path is read and verified first; an
         image in memory gets the same checks); ``source`` names it in errors."""
         timings = timings or Timings()
-        extras = self.extras if extras is None else extras
         if isinstance(image, (str, Path)):
             source = source or Path(image)
             with timings.stage("read"):
@@ -148,8 +147,7 @@ class Segmenter:
         else:
             source = source or "image"
             self.check(image, source)
-        with self.errors_named(source):
-            return self._segment(image, timings, source, extras)
+        return self.run(image, timings, source, extras)
 
     def check(self, image: sitk.Image, source: object) -> None:
         """An image in memory gets the checks a path's reading makes, and the memory budget's."""
@@ -170,10 +168,14 @@ class Segmenter:
             raise InputError(source, "out of memory while segmenting: lower --memory-limit (or "
                                      f"${MEMORY_LIMIT_ENV}) to the memory this machine has") from None
 
-    def _segment(self, image: sitk.Image, timings: Timings, source: object, extras: Extras) -> Segmentation:
-        prepared = self.prepare(image, timings, source)
-        tumour, pancreas = self.infer(prepared, timings, source)
-        return self.finish(image, prepared, tumour, pancreas, timings, extras)
+    def run(self, image: sitk.Image, timings: Timings, source: object, extras: Extras | None = None) -> Segmentation:
+        """The three stages on an image already read and checked (``read_image``, ``check``), so
+        that the command line does not check it twice; failures name ``source``."""
+        extras = self.extras if extras is None else extras
+        with self.errors_named(source):
+            prepared = self.prepare(image, timings, source)
+            tumour, pancreas = self.infer(prepared, timings, source)
+            return self.finish(image, prepared, tumour, pancreas, timings, extras)
 
     @property
     def preparation(self) -> "Preparation":

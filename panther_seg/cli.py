@@ -9,65 +9,24 @@ from __future__ import annotations
 
 import argparse
 import logging
-import queue
 import sys
-import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-import SimpleITK as sitk
-
+from .batch import batch_cases, run_batch, segment_file
 from .config import FAST_OVERLAP, MEMORY_LIMIT_ENV, MEMORY_LIMIT_GIB, NORMALISATIONS, ORIENTATIONS, OVERLAP, RESAMPLINGS
-from .system.device import describe
 from .errors import InputError
-from .io.grand_challenge import GC_INPUT_ROOT, GC_OUTPUT_NAME, GC_OUTPUT_ROOT, GC_OUTPUT_SUBDIR, find_gc_input, gc_outputs
-from .io.images import has_image_suffix, list_folder, read_image, validate_image
-from .io.outputs import (
-    DICOM_SEG_SUFFIX, DicomSegPaths, OutputPaths, batch_outputs, check_outputs, is_dicom_seg_path, is_mask_path,
-    outputs_beside, write_outputs,
-)
 from .inference.options import Options, describe_departures
-from .inference.pipeline import Extras, Segmenter, Timings, peak_memory
-from .system.memory import MemoryBudget
+from .inference.pipeline import Segmenter, peak_memory
+from .io.grand_challenge import GC_INPUT_ROOT, GC_OUTPUT_NAME, GC_OUTPUT_ROOT, GC_OUTPUT_SUBDIR, find_gc_input, gc_outputs
+from .io.outputs import DICOM_SEG_SUFFIX
+from .results import Extras
+from .system.device import describe
 from .system.runtime import keep_freed_memory
-
-if TYPE_CHECKING:
-    from .io.dicom import DicomSeries
 
 log = logging.getLogger("panther_seg")
 
 OUTPUT_FORMATS = ("image", "dicom-seg")
-DICOM_EXTRA = "pip install 'panther-seg[dicom]'"
-
-
-@dataclass(frozen=True)
-class DicomCase:
-    """A folder that is a DICOM series: one case, named after the folder (the SeriesInstanceUID
-    is long and means nothing to a user); ``series_uid`` picks one of several series in it."""
-
-    folder: Path
-    series_uid: str | None = None
-
-    @property
-    def name(self) -> str:
-        return self.folder.name
-
-    def __str__(self) -> str:
-        return str(self.folder)
-
-
-Case = Path | DicomCase
-
-
-def is_dicom_folder(path: Path) -> bool:
-    """A folder holding DICOM files (False, with the image files' rules, where pydicom is missing)."""
-    try:
-        from .io.dicom import is_dicom_folder as detect
-    except ImportError:
-        return False
-    return detect(path)
 
 
 def configure_logging() -> None:
@@ -147,245 +106,6 @@ def options_from(args: argparse.Namespace) -> Options:
     return Options.of(**{name: getattr(args, name) for name in Options.names() if hasattr(args, name)})
 
 
-def describe_image(path: Case, image: sitk.Image) -> str:
-    series = f" (series {path.series_uid})" if isinstance(path, DicomCase) and path.series_uid else ""
-    return (
-        f"input {path.name}{series}: size {image.GetSize()} (x, y, z), spacing {tuple(round(s, 4) for s in image.GetSpacing())} mm, "
-        f"{image.GetPixelIDTypeAsString()}, direction {tuple(round(d, 3) for d in image.GetDirection())}"
-    )
-
-
-def read_case(src: Case, budget: MemoryBudget) -> tuple[sitk.Image, DicomSeries | None]:
-    """The case's image, read, verified and checked as ``read_image`` checks it (the memory budget
-    applied from the headers first); for a DICOM case also its series, which a DICOM SEG output
-    references."""
-    if isinstance(src, DicomCase):
-        try:
-            from .io.dicom import read_dicom_series
-        except ImportError:
-            raise InputError(src.folder, f"DICOM input needs pydicom and highdicom ({DICOM_EXTRA})") from None
-        series = read_dicom_series(src.folder, src.series_uid, budget)
-        validate_image(series.image, src.folder)
-        return series.image, series
-    return read_image(src, budget), None
-
-
-def segment_file(segmenter: Segmenter, src: Case, dst: OutputPaths | DicomSegPaths) -> dict[str, float]:
-    timings = Timings()
-    check_outputs(dst)
-    with timings.stage("read"):
-        image, series = read_case(src, segmenter.budget)
-    log.info(describe_image(src, image))
-    segmentation = segmenter.run(image, timings, case_source(src))
-    with timings.stage("write"):
-        write_outputs(segmentation, dst, series)
-    log.info("wrote %s", ", ".join(str(p) for p in dst.chosen().values()))
-    return timings.seconds
-
-
-def batch_inputs(paths: list[Path], series_uid: str | None = None) -> list[Case]:
-    """Image files; a folder that is a DICOM series is one case; any other folder gives its image
-    files and its subfolders that are DICOM series."""
-    files: list[Case] = []
-    for path in paths:
-        if path.is_dir() and is_dicom_folder(path):
-            files.append(DicomCase(path, series_uid))
-        elif path.is_dir():
-            entries = sorted(list_folder(path))
-            found: list[Case] = [p for p in entries if p.is_file() and has_image_suffix(p)]
-            found += [DicomCase(p, series_uid) for p in entries if p.is_dir() and is_dicom_folder(p)]
-            if not found:
-                raise InputError(path, "folder holds no image file (.mha, .nii, .nii.gz, .nrrd) and no DICOM series folder")
-            files += found
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise InputError(path, "no such file or folder")
-    return files
-
-
-def batch_destinations(files: list[Case], output: Path, extras: Extras,
-                       output_format: str = "image") -> list[OutputPaths | DicomSegPaths]:
-    """One input and ``-o`` naming an image or .dcm file: that file; else ``-o`` is a folder.
-    A DICOM SEG references its source series, so any other input is refused here, before any work."""
-    dicom_seg = output_format == "dicom-seg" or is_dicom_seg_path(output)
-    if dicom_seg:
-        if is_mask_path(output):
-            raise InputError(output, "--output-format dicom-seg writes <case>.dcm: give a folder or a .dcm file")
-        if extras.probabilities:
-            raise InputError(output, "a DICOM SEG holds masks only: --save-probabilities needs an image output")
-        for f in files:
-            if not isinstance(f, DicomCase):
-                raise InputError(f, "a DICOM SEG output needs a DICOM series input (a folder of DICOM files)")
-    if is_mask_path(output) or is_dicom_seg_path(output):
-        if len(files) != 1:
-            raise InputError(output, f"names one mask file, but {len(files)} images were given: use a folder")
-        return [DicomSegPaths(output, extras.pancreas) if dicom_seg else outputs_beside(output, extras)]
-    destinations = [_batch_destination(f, output, extras, dicom_seg) for f in files]
-    names = [d.tumour.name for d in destinations]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise InputError(output, f"two inputs would write the same mask ({', '.join(twice)})")
-    return destinations
-
-
-def _batch_destination(src: Case, out_dir: Path, extras: Extras, dicom_seg: bool) -> OutputPaths | DicomSegPaths:
-    """``<case>.dcm`` for a DICOM SEG; a DICOM case's image outputs are .mha (grand-challenge's format)."""
-    if isinstance(src, DicomCase):
-        if dicom_seg:
-            return DicomSegPaths(out_dir / (src.name + DICOM_SEG_SUFFIX), extras.pancreas)
-        return outputs_beside(out_dir / (src.name + ".mha"), extras)
-    return batch_outputs(src, out_dir, extras)
-
-
-def batch_cases(args: argparse.Namespace, extras: Extras) -> list[tuple[Case, Destination]]:
-    """Batch mode's cases and where each one's outputs (``extras`` among them) go; bad inputs and
-    output choices are refused here, before the network is loaded."""
-    files = batch_inputs(args.inputs, args.series_uid)
-    return list(zip(files, batch_destinations(files, args.output, extras, args.output_format)))
-
-
-def run_batch(segmenter: Segmenter, args: argparse.Namespace, overlap: bool | None = None,
-              cases: list[tuple[Case, Destination]] | None = None) -> int:
-    """Every case (``batch_cases``, unless given), each failure reported and counted, never
-    stopping the others. ``overlap`` (default: on a GPU) reads and preprocesses the next case and
-    writes the previous one while the network runs (``overlapped_cases``); the outputs are the
-    same either way."""
-    from tqdm import tqdm
-
-    cases = batch_cases(args, segmenter.extras) if cases is None else cases
-    failed = []
-    progress = len(cases) > 1 and sys.stderr.isatty()  # no bar between the error lines of a log
-    overlap = segmenter.settings.device == "cuda" if overlap is None else overlap
-    with tqdm(total=len(cases), desc="cases", unit="case", file=sys.stderr, disable=not progress) as bar:
-        for src, error in (overlapped_cases if overlap else sequential_cases)(segmenter, cases):
-            if error is not None:
-                log.error("error: %s", error)
-                failed.append(src)
-            bar.update()
-    log.info("%d of %d cases written to %s", len(cases) - len(failed), len(cases), args.output)
-    return 1 if failed else 0
-
-
-Destination = OutputPaths | DicomSegPaths
-
-
-def case_source(src: Case) -> Path:
-    """The path that names a case in errors: the file, or the DICOM series' folder."""
-    return src.folder if isinstance(src, DicomCase) else src
-
-
-def sequential_cases(segmenter: Segmenter, cases: list[tuple[Case, Destination]]) -> Iterator[tuple[Case, InputError | None]]:
-    """Each case in turn: its source and its error, if any."""
-    for src, dst in cases:
-        try:
-            segment_file(segmenter, src, dst)
-        except InputError as e:
-            yield src, e
-        else:
-            yield src, None
-
-
-CASES_IN_FLIGHT = 3  # overlapped batch mode holds at most this many cases: one read, one in the network, one written
-
-
-@dataclass
-class InFlight:
-    """One case on its way through the overlapped stages; ``error`` stops its later stages."""
-
-    src: Case
-    dst: Destination
-    timings: Timings = field(default_factory=Timings)
-    image: sitk.Image | None = None
-    series: Any = None  # a DICOM case's series, which a DICOM SEG references
-    prepared: Any = None
-    probabilities: tuple[Any, Any] | None = None
-    error: BaseException | None = None
-
-
-def overlapped_cases(segmenter: Segmenter, cases: list[tuple[Case, Destination]]) -> Iterator[tuple[Case, InputError | None]]:
-    """``sequential_cases`` with the stages in three threads, like nnU-Net's background workers:
-    a reader (read, check, preprocess), the network, a writer (post-process, input grid, write).
-    A semaphore holds at most ``CASES_IN_FLIGHT`` cases in memory. Results come back in order; an
-    ``InputError`` fails its case only; any other error stops the run at that case, as
-    sequentially (later cases are not written)."""
-    slots = threading.Semaphore(CASES_IN_FLIGHT)
-    stop = threading.Event()
-    prepared: queue.Queue[InFlight | None] = queue.Queue()
-    inferred: queue.Queue[InFlight | None] = queue.Queue()
-    done: queue.Queue[InFlight | None] = queue.Queue()
-
-    def stage(case: InFlight, work: Callable[[], None], named: bool = True) -> None:
-        if case.error is None and not stop.is_set():
-            try:
-                if named:
-                    with segmenter.errors_named(case_source(case.src)):
-                        work()
-                else:
-                    work()
-            except BaseException as e:  # carried to the consumer, in order
-                case.error = e
-
-    def read(case: InFlight) -> None:
-        check_outputs(case.dst)
-        with case.timings.stage("read"):
-            case.image, case.series = read_case(case.src, segmenter.budget)
-        log.info(describe_image(case.src, case.image))
-
-    def prepare(case: InFlight) -> None:
-        case.prepared = segmenter.prepare(case.image, case.timings, case_source(case.src))
-
-    def infer(case: InFlight) -> None:
-        case.probabilities = segmenter.infer(case.prepared, case.timings, case_source(case.src))
-        case.prepared.volume = None  # the network's input is no longer needed
-
-    def write(case: InFlight) -> None:
-        segmentation = segmenter.finish(case.image, case.prepared, *case.probabilities, case.timings, segmenter.extras)
-        with case.timings.stage("write"):
-            write_outputs(segmentation, case.dst, case.series)
-        log.info("wrote %s", ", ".join(str(p) for p in case.dst.chosen().values()))
-
-    def reader() -> None:
-        for src, dst in cases:
-            slots.acquire()
-            if stop.is_set():
-                break
-            case = InFlight(src, dst)
-            stage(case, lambda: read(case), named=False)
-            stage(case, lambda: prepare(case))
-            prepared.put(case)
-        prepared.put(None)
-
-    def network() -> None:
-        while (case := prepared.get()) is not None:
-            stage(case, lambda: infer(case))
-            inferred.put(case)
-        inferred.put(None)
-
-    def writer() -> None:
-        while (case := inferred.get()) is not None:
-            stage(case, lambda: write(case))
-            case.image = case.series = case.prepared = case.probabilities = None  # this case's memory, before its slot is freed
-            if case.error is not None and not isinstance(case.error, InputError):
-                stop.set()
-            done.put(case)
-            slots.release()
-        done.put(None)
-
-    threads = [threading.Thread(target=t, name=f"panther-{t.__name__}", daemon=True) for t in (reader, network, writer)]
-    for t in threads:
-        t.start()
-    try:
-        while (case := done.get()) is not None:
-            if case.error is not None and not isinstance(case.error, InputError):
-                raise case.error
-            yield case.src, case.error
-    finally:
-        stop.set()
-        for _ in range(CASES_IN_FLIGHT):
-            slots.release()  # a reader waiting for a slot sees the stop
-
-
 def main(argv: list[str] | None = None) -> int:
     configure_logging()
     keep_freed_memory()
@@ -393,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         extras = Extras(probabilities=args.save_probabilities, pancreas=args.save_pancreas)
-        cases = batch_cases(args, extras) if args.inputs else None  # bad inputs refused before the network loads
+        cases = batch_cases(args.inputs, args.output, extras, args.output_format, args.series_uid) if args.inputs else None  # bad inputs refused before the network loads
         segmenter = Segmenter.from_resources(args.checkpoint, args.stats, args.device, **vars(options_from(args)))
         settings, preprocessing, resources = segmenter.settings, segmenter.preprocessing, segmenter.resources
         log.info(describe(settings.device))
@@ -408,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("WARNING: --fp16 applies on the GPU only; running fp32 on the %s", settings.device.upper())
         log.info(segmenter.budget.describe())
         if args.inputs:
-            status = run_batch(segmenter, args, cases=cases)
+            status = run_batch(segmenter, cases, args.output)
         else:
             src = find_gc_input(args.input_root)
             segment_file(segmenter, src, gc_outputs(args.output_root, segmenter.extras))

@@ -9,8 +9,9 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import blob_volume, write_image
-from panther_seg import cli
-from panther_seg.cli import configure_logging, parse_args, run_batch
+from panther_seg import batch
+from panther_seg.batch import batch_cases, run_batch
+from panther_seg.cli import configure_logging
 from panther_seg.inference.pipeline import Segmenter
 
 
@@ -28,9 +29,13 @@ def cases(tmp_path: Path) -> Path:
     return folder
 
 
+def run_folder(segmenter: Segmenter, inputs: Path, output: Path, overlap: bool) -> int:
+    return run_batch(segmenter, batch_cases([inputs], output, segmenter.extras), output, overlap=overlap)
+
+
 def run(segmenter: Segmenter, inputs: Path, output: Path, overlap: bool, capsys) -> tuple[int, list[str]]:
     configure_logging()
-    code = run_batch(segmenter, parse_args(["-i", str(inputs), "-o", str(output)]), overlap=overlap)
+    code = run_folder(segmenter, inputs, output, overlap)
     err = capsys.readouterr().err
     return code, [line for line in err.splitlines() if line.startswith("error:")]
 
@@ -65,16 +70,16 @@ def test_an_unexpected_error_stops_the_run_at_that_case_as_sequentially(segmente
     monkeypatch.setattr(segmenter, "infer", broken_on_b)
     configure_logging()
     with pytest.raises(RuntimeError, match="simulated bug"):
-        run_batch(segmenter, parse_args(["-i", str(cases), "-o", str(tmp_path / "out")]), overlap=overlap)
+        run_folder(segmenter, cases, tmp_path / "out", overlap)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.mha", "a_pancreas.mha"]
 
 
 def test_cases_in_flight_are_bounded(segmenter, cases, tmp_path, monkeypatch, capsys):
     """At most ``CASES_IN_FLIGHT`` cases are read before the first one is written."""
     events: list[str] = []
-    real_read, real_write = cli.read_image, cli.write_outputs
-    monkeypatch.setattr(cli, "read_image", lambda *a, **k: (events.append("read"), real_read(*a, **k))[1])
-    monkeypatch.setattr(cli, "write_outputs", lambda *a, **k: (events.append("write"), real_write(*a, **k))[1])
+    real_read, real_write = batch.read_image, batch.write_outputs
+    monkeypatch.setattr(batch, "read_image", lambda *a, **k: (events.append("read"), real_read(*a, **k))[1])
+    monkeypatch.setattr(batch, "write_outputs", lambda *a, **k: (events.append("write"), real_write(*a, **k))[1])
     (cases / "b.mha").unlink()
     for i in range(4):
         write_image(cases / f"d{i}.mha", blob_volume((12, 40, 44), seed=10 + i))
@@ -82,4 +87,4 @@ def test_cases_in_flight_are_bounded(segmenter, cases, tmp_path, monkeypatch, ca
     reads_ahead = 0
     for event in events:
         reads_ahead += 1 if event == "read" else -1
-        assert reads_ahead <= cli.CASES_IN_FLIGHT
+        assert reads_ahead <= batch.CASES_IN_FLIGHT

@@ -1,6 +1,6 @@
 """``panther-seg-cohort INPUTS... -o OUT``: batch mode on Ray, exactly once and resumable.
 
-The driver lists the cases as batch mode does (``cli.batch_inputs``, ``cli.batch_destinations``:
+The driver lists the cases as batch mode does (``batch.batch_inputs``, ``batch.batch_destinations``:
 the same output names), skips those ``OUT/manifest.csv`` records as done and whose outputs still
 verify, and feeds the rest to the actors, at most ``--in-flight`` at a time so that memory stays
 bounded. Each result is written to the manifest before the next is awaited. A refused or failing
@@ -24,9 +24,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .. import cli as batch
+from .. import batch, cli
 from ..errors import InputError
-from ..inference.pipeline import Extras, peak_memory
+from ..inference.pipeline import peak_memory
+from ..results import Extras
 from ..io.images import has_image_suffix
 from ..io.outputs import OutputPaths, is_mask_path
 from ..io.files import TEMPORARY_PREFIX
@@ -71,7 +72,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Nam
         p.error("--gpus-per-worker must be >= 0 and --cpus-per-worker > 0")
     if is_mask_path(own.output):
         p.error("-o names a folder here (the manifest and one mask per case go in it)")
-    return own, batch.parse_args(rest)
+    return own, cli.parse_args(rest)
 
 
 def expand_inputs(paths: list[Path]) -> list[Path]:
@@ -99,7 +100,7 @@ def options_fingerprint(args: argparse.Namespace) -> str:
     """What decides the outputs' content: the batch options, and the checkpoints' and statistics'
     sizes and times (a changed weight file makes every case due again). Not the memory limit or
     the progress bar: a rerun with a higher limit redoes the refused cases only."""
-    chosen = {name: str(value) for name, value in sorted(vars(batch.options_from(args)).items())
+    chosen = {name: str(value) for name, value in sorted(vars(cli.options_from(args)).items())
               if name not in ("progress", "memory_limit")}
     files = [Path(p) for p in (args.checkpoint or [])] + ([Path(args.stats)] if args.stats else [])
     chosen["files"] = [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files if p.exists()]
@@ -193,7 +194,7 @@ def run_cohort(inputs: list[Path], output: Path, args: argparse.Namespace, worke
     if todo:
         count = workers or default_workers(gpus_per_worker, cpus_per_worker)
         count = min(count, len(todo))
-        opts = {k: v for k, v in vars(batch.options_from(args)).items() if k != "progress"}
+        opts = {k: v for k, v in vars(cli.options_from(args)).items() if k != "progress"}
         opts["progress"] = False
         checkpoints = [str(c) for c in args.checkpoint] if args.checkpoint else None
         actors = start_workers(count, cpus_per_worker, gpus_per_worker, checkpoints,
@@ -281,7 +282,7 @@ def report(summary: Summary, output: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    batch.configure_logging()
+    cli.configure_logging()
     own, args = parse_args(argv)
     try:
         import ray

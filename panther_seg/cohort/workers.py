@@ -29,9 +29,10 @@ import ray
 import SimpleITK as sitk
 
 from ..errors import InputError
-from ..cli import DicomCase
-from ..cli import read_case as read_source
-from ..inference.pipeline import Preparation, Timings
+from ..batch import DicomCase
+from ..batch import read_case as read_source
+from ..inference.pipeline import Preparation
+from ..results import Timings
 from ..inference.preprocessing import Preprocessed
 from ..io.outputs import OutputPaths, check_outputs, write_outputs
 from ..io.files import sha256

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..config import CLASS_NAMES, PANCREAS, TUMOUR, WINDOW
 from ..errors import InputError
-from ..inference.preprocessing import PreprocessingOptions
+from .preprocessing_options import PreprocessingOptions
 from ..network import SegFormer3D
 
 

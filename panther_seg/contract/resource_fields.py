@@ -9,7 +9,7 @@ import numpy as np
 
 from ..config import DIRECTION_TOLERANCE
 from ..errors import FieldError, InputError
-from ..inference.preprocessing import PreprocessingOptions
+from .preprocessing_options import PreprocessingOptions
 from .network_config import check_model_config, num_classes
 from .stats import NormalisationStats
 

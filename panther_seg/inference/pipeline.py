@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import resource
-import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -28,6 +27,7 @@ from ..errors import FieldError, InputError
 from ..io.images import read_image, validate_image
 from ..system.device import select_device
 from ..system.memory import MemoryBudget
+from ..results import Extras, Segmentation, Timings
 from .geometry import to_input_grid
 from .options import Options
 from .postprocessing import postprocess
@@ -37,41 +37,11 @@ from .sliding_window import InferenceSettings, predict_probabilities
 log = logging.getLogger("panther_seg")
 
 
-@dataclass
-class Timings:
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        yield
-        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
-        log.info("  %-14s %7.2f s", name, self.seconds[name])
-
-
 def peak_memory() -> str:
     text = f"peak host RAM {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         text += f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
     return text
-
-
-@dataclass(frozen=True)
-class Extras:
-    """What a run returns besides the tumour mask, when asked."""
-
-    probabilities: bool = False  # tumour and pancreas probability maps (float32, input grid, linear)
-    pancreas: bool = False  # the pancreas mask the post-processing uses (probability >= 0.5)
-
-
-@dataclass
-class Segmentation:
-    """A case's outputs, each on exactly the input's grid."""
-
-    tumour: sitk.Image
-    pancreas: sitk.Image | None = None
-    tumour_probability: sitk.Image | None = None
-    pancreas_probability: sitk.Image | None = None
 
 
 @dataclass(frozen=True)

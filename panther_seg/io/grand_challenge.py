@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..inference.pipeline import Extras
+from ..results import Extras
 from .images import has_image_suffix, list_folder
 from .outputs import OutputPaths, output_paths
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Callable
 from ..config import IMAGE_SUFFIXES
 from ..errors import InputError
 from .images import case_id, check_output_location, write_image_atomic
-from ..inference.pipeline import Extras, Segmentation
+from ..results import Extras, Segmentation
 
 if TYPE_CHECKING:
     from .dicom import DicomSeries

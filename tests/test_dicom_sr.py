@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -265,3 +266,11 @@ def test_a_series_through_the_command_line_gives_a_seg_and_its_sr(tmp_path, tiny
     assert seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmName == ALGORITHM_NAME
     assert "checkpoint=tiny_window.pt" in seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmParameters
     assert dciodvfy_errors(tmp_path / "out" / "seg.dcm") == [] and dciodvfy_errors(tmp_path / "out" / "seg_sr.dcm") == []
+
+
+def test_a_size_category_the_report_cannot_code_is_refused_with_no_file(case, tmp_path):
+    series, _, measurements = case
+    odd = Measurements(measurements.tumour_volume_ml, (replace(measurements.lesions[0], size_category="huge"),), None, None, None)
+    with pytest.raises(InputError, match="z_sr.dcm: cannot write the DICOM SR: unknown size category 'huge'"):
+        write_outputs(Segmentation(two_lesions(series.image), measurements=odd), DicomSegPaths(tmp_path / "u" / "z.dcm"), series)
+    assert files_under(tmp_path / "u") == []

@@ -80,6 +80,8 @@ def _referenced_segment(seg: Dataset, number: int) -> hd.sr.ReferencedSegment:
 
 
 def _size(category: str) -> hd.sr.QualitativeEvaluation:
+    if category not in SIZE_CODES:
+        raise ValueError(f"unknown size category {category!r} (expected one of {', '.join(SIZE_CATEGORIES)})")
     return hd.sr.QualitativeEvaluation(SIZE_DESCRIPTOR, SIZE_CODES[category])
 
 

@@ -21,6 +21,7 @@ from .io.outputs import (
     DICOM_SEG_SUFFIX, DicomSegPaths, OutputPaths, batch_outputs, check_outputs, is_dicom_seg_path, is_mask_path,
     outputs_beside, write_outputs,
 )
+from .contract.model_provenance import model_provenance
 from .results import Extras, Timings
 from .system.memory import MemoryBudget
 
@@ -93,8 +94,8 @@ def segment_file(segmenter: Segmenter, src: Case, dst: OutputPaths | DicomSegPat
     log.info(describe_image(src, image))
     segmentation = segmenter.run(image, timings, case_source(src))
     with timings.stage("write"):
-        write_outputs(segmentation, dst, series)
-    log.info("wrote %s", ", ".join(str(p) for p in dst.chosen().values()))
+        written = write_outputs(segmentation, dst, series, model_provenance(segmenter.resources))
+    log.info("wrote %s", ", ".join(str(p) for p in written))
     return timings.seconds
 
 
@@ -255,8 +256,8 @@ def overlapped_cases(segmenter: Segmenter, cases: list[tuple[Case, Destination]]
     def write(case: InFlight) -> None:
         segmentation = segmenter.finish(case.image, case.prepared, *case.probabilities, case.timings, segmenter.extras)
         with case.timings.stage("write"):
-            write_outputs(segmentation, case.dst, case.series)
-        log.info("wrote %s", ", ".join(str(p) for p in case.dst.chosen().values()))
+            written = write_outputs(segmentation, case.dst, case.series, model_provenance(segmenter.resources))
+        log.info("wrote %s", ", ".join(str(p) for p in written))
 
     def reader() -> None:
         for src, dst in cases:

@@ -100,3 +100,17 @@ class Segmentation:
     uncertainty: sitk.Image | None = None  # fraction of mirrorings disagreeing with the final mask
     measurements: Measurements | None = None
     confidence: Confidence | None = None
+
+
+@dataclass(frozen=True)
+class ModelProvenance:
+    """Which model made a result, as every output names it (a DICOM result's algorithm
+    identification among them): its checkpoint files, what and when it was trained on, by which
+    code, and whether it is a demonstration (trained on synthetic data, not for real scans)."""
+
+    checkpoints: tuple[str, ...]  # file names (no folders: they would name the machine that ran it)
+    trained_on: str
+    trained_when: str
+    code_revision: str
+    demonstration: bool
+    note: str = ""

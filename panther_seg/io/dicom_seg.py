@@ -20,11 +20,11 @@ import SimpleITK as sitk
 from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
-from .files import atomic_path
+from ..results import ModelProvenance
 from .dicom import DicomSeries
+from .dicom_algorithm import MANUFACTURER, algorithm_name, seg_algorithm
+from .files import atomic_path
 
-ALGORITHM_NAME = "PANTHER SegFormer3D"
-MANUFACTURER = "PANTHER"
 SEGMENT_ORDER = ("tumour", "pancreas")  # segment numbers 1, 2 when present
 GRID_TOLERANCE = 1e-4
 POSITION_TOLERANCE_MM = 0.01
@@ -33,14 +33,9 @@ MORPHOLOGICALLY_ALTERED_STRUCTURE = Code("49755003", "SCT", "Morphologically Alt
 NEOPLASM = Code("108369006", "SCT", "Neoplasm")
 ANATOMICAL_STRUCTURE = Code("123037004", "SCT", "Anatomical Structure")
 PANCREAS = Code("15776009", "SCT", "Pancreas")
-ARTIFICIAL_INTELLIGENCE = Code("123110", "DCM", "Artificial Intelligence")  # CID 7162, as highdicom's codes give it
 
 
-def _algorithm(version: str) -> hd.AlgorithmIdentificationSequence:
-    return hd.AlgorithmIdentificationSequence(name=ALGORITHM_NAME, family=ARTIFICIAL_INTELLIGENCE, version=version)
-
-
-def _segment(number: int, name: str, version: str) -> hd.seg.SegmentDescription:
+def _segment(number: int, name: str, version: str, model: ModelProvenance | None) -> hd.seg.SegmentDescription:
     """Tumour: a neoplasm (morphologically altered structure) in the pancreas; pancreas: the organ."""
     if name == "tumour":
         category, kind, regions = MORPHOLOGICALLY_ALTERED_STRUCTURE, NEOPLASM, [PANCREAS]
@@ -48,7 +43,7 @@ def _segment(number: int, name: str, version: str) -> hd.seg.SegmentDescription:
         category, kind, regions = ANATOMICAL_STRUCTURE, PANCREAS, None
     return hd.seg.SegmentDescription(
         segment_number=number, segment_label=name, segmented_property_category=category, segmented_property_type=kind,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=_algorithm(version),
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC, algorithm_identification=seg_algorithm(version, model),
         tracking_uid=generate_uid(), tracking_id=f"PANTHER {name}", anatomic_regions=regions)
 
 
@@ -81,9 +76,11 @@ def _source_slice_indices(source: DicomSeries) -> list[int]:
     return indices
 
 
-def write_dicom_seg(masks: dict[str, sitk.Image], source: DicomSeries, path: Path, algorithm_version: str) -> None:
+def write_dicom_seg(masks: dict[str, sitk.Image], source: DicomSeries, path: Path, algorithm_version: str,
+                    model: ModelProvenance | None = None) -> hd.seg.Segmentation:
     """Write ``masks`` ('tumour', and optionally 'pancreas': uint8 {0, 1} on exactly the source
-    volume's grid) as one BINARY DICOM SEG at ``path``, atomically (never a partial file)."""
+    volume's grid) as one BINARY DICOM SEG at ``path``, atomically (never a partial file); its
+    algorithm identification names ``model``. Returns the SEG (an SR references it)."""
     if "tumour" not in masks:
         raise ValueError("a 'tumour' mask is required")
     unknown = sorted(set(masks) - set(SEGMENT_ORDER))
@@ -97,13 +94,13 @@ def write_dicom_seg(masks: dict[str, sitk.Image], source: DicomSeries, path: Pat
         source_images=list(source.headers),
         pixel_array=pixels,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[_segment(i + 1, n, algorithm_version) for i, n in enumerate(names)],
+        segment_descriptions=[_segment(i + 1, n, algorithm_version, model) for i, n in enumerate(names)],
         series_instance_uid=generate_uid(),
         series_number=int(first.get("SeriesNumber", 0) or 0) + 1000,
         sop_instance_uid=generate_uid(),
         instance_number=1,
         manufacturer=MANUFACTURER,
-        manufacturer_model_name=ALGORITHM_NAME,
+        manufacturer_model_name=algorithm_name(model),
         software_versions=algorithm_version,
         device_serial_number="0",
         content_label="PANTHER",
@@ -113,6 +110,7 @@ def write_dicom_seg(masks: dict[str, sitk.Image], source: DicomSeries, path: Pat
     )
     with atomic_path(Path(path)) as tmp:
         seg.save_as(tmp)
+    return seg
 
 
 def read_dicom_seg_masks(path: Path, reference: sitk.Image) -> dict[str, np.ndarray]:

@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Callable
 from ..config import IMAGE_SUFFIXES
 from ..errors import InputError
 from .images import case_id, check_output_location, write_image_atomic
-from ..results import Extras, Segmentation
+from ..results import Extras, ModelProvenance, Segmentation
 
 if TYPE_CHECKING:
     from .dicom import DicomSeries
 
 DICOM_SEG_SUFFIX = ".dcm"
+MEASUREMENT_REPORT_SUFFIX = "_sr"  # the DICOM SR beside a SEG: <seg stem>_sr.dcm
 
 
 
@@ -57,10 +58,15 @@ class OutputPaths:
 @dataclass(frozen=True)
 class DicomSegPaths:
     """One DICOM SEG file (for a DICOM series input): the tumour segment and, when asked, the
-    pancreas segment in the same file."""
+    pancreas segment in the same file; beside it, when the case was measured, the measurements
+    as a DICOM SR (``<seg stem>_sr.dcm``)."""
 
     tumour: Path
     pancreas_segment: bool = False
+
+    @property
+    def measurement_report(self) -> Path:
+        return self.tumour.with_name(self.tumour.stem + MEASUREMENT_REPORT_SUFFIX + DICOM_SEG_SUFFIX)
 
     def chosen(self) -> dict[str, Path]:
         return {"tumour": self.tumour}
@@ -108,14 +114,17 @@ def is_dicom_seg_path(path: Path) -> bool:
 def check_outputs(paths: OutputPaths | DicomSegPaths) -> None:
     for path in paths.chosen().values():
         check_output_location(path)
-
-
-def write_outputs(segmentation: Segmentation, paths: OutputPaths | DicomSegPaths, series: DicomSeries | None = None) -> None:
-    """Every chosen output, each atomically; if one fails, those already written are removed:
-    a case gets all its outputs or none. A DICOM SEG needs the source ``series`` it references."""
     if isinstance(paths, DicomSegPaths):
-        write_dicom_seg_output(segmentation, paths, series)
-        return
+        check_output_location(paths.measurement_report)
+
+
+def write_outputs(segmentation: Segmentation, paths: OutputPaths | DicomSegPaths, series: DicomSeries | None = None,
+                  model: ModelProvenance | None = None) -> list[Path]:
+    """Every chosen output, each atomically; if one fails, those already written are removed:
+    a case gets all its outputs or none. A DICOM SEG needs the source ``series`` it references;
+    DICOM results name ``model``. Returns the files written."""
+    if isinstance(paths, DicomSegPaths):
+        return write_dicom_seg_output(segmentation, paths, series, model)
     written: list[Path] = []
     try:
         for name, path in paths.chosen().items():
@@ -128,11 +137,16 @@ def write_outputs(segmentation: Segmentation, paths: OutputPaths | DicomSegPaths
         for path in written:
             path.unlink(missing_ok=True)
         raise
+    return written
 
 
-def write_dicom_seg_output(segmentation: Segmentation, paths: DicomSegPaths, series: DicomSeries | None) -> None:
-    """The masks as one DICOM SEG referencing ``series`` (atomically: a temporary file, then a rename)."""
+def write_dicom_seg_output(segmentation: Segmentation, paths: DicomSegPaths, series: DicomSeries | None,
+                           model: ModelProvenance | None = None) -> list[Path]:
+    """The masks as one DICOM SEG referencing ``series`` and, when the case was measured, the
+    measurements as a DICOM SR referencing the SEG's segments (each atomically: a temporary file,
+    then a rename; if the SR fails, the SEG is removed)."""
     from .dicom_seg import write_dicom_seg
+    from .dicom_sr import build_measurement_report, write_measurement_report
 
     if series is None:
         raise InputError(paths.tumour, "a DICOM SEG output needs a DICOM series input")
@@ -142,8 +156,20 @@ def write_dicom_seg_output(segmentation: Segmentation, paths: DicomSegPaths, ser
             raise InputError(paths.tumour, "no pancreas mask was computed")
         masks["pancreas"] = segmentation.pancreas
     try:
-        write_dicom_seg(masks, series, paths.tumour, algorithm_version())
+        seg = write_dicom_seg(masks, series, paths.tumour, algorithm_version(), model)
     except OSError as e:
         raise InputError(paths.tumour, f"cannot write the DICOM SEG: {e.strerror or e}") from None
     except ValueError as e:
         raise InputError(paths.tumour, f"cannot write the DICOM SEG: {e}") from None
+    if segmentation.measurements is None:
+        return [paths.tumour]
+    report = paths.measurement_report
+    try:
+        write_measurement_report(build_measurement_report(seg, series.headers, segmentation.measurements,
+                                                          segmentation.confidence, model), report)
+    except BaseException as e:
+        paths.tumour.unlink(missing_ok=True)
+        if isinstance(e, (OSError, ValueError)):
+            raise InputError(report, f"cannot write the DICOM SR: {getattr(e, 'strerror', None) or e}") from None
+        raise
+    return [paths.tumour, report]

@@ -1,0 +1,59 @@
+"""The volumes of a case page's interactive viewer (NiiVue), embedded in a script file.
+
+A page opened from disk (file://) may not fetch or XHR the files beside it, but it may load a
+``<script src>``: so each case's volumes are gzip-compressed NIfTI, base64 in
+``cases/<case>.js``, which sets ``window.PANTHER_CASE``. The scan is windowed to 8 bits (the
+preview's window: a display needs no more) and the masks are 0/1 bytes, which compress to almost
+nothing; both keep the scan's geometry (NIfTI's qform/sform, written by ITK), so NiiVue shows
+them in the patient's axes.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+VENDOR_DIR = Path(__file__).resolve().parent / "vendor"
+NIIVUE_FILE = "niivue.umd.js"  # @niivue/niivue's UMD bundle (vendor/README.md: version, update)
+NIIVUE_LICENCE = "LICENSE.niivue"
+CASE_GLOBAL = "PANTHER_CASE"
+
+
+def nifti_gz(image: sitk.Image) -> bytes:
+    """``image`` as the bytes of a .nii.gz file."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "volume.nii.gz"
+        sitk.WriteImage(image, str(path), useCompression=True)
+        return path.read_bytes()
+
+
+def windowed_uint8(image: sitk.Image, window: tuple[float, float]) -> sitk.Image:
+    """The scan mapped to 0..255 over ``window``, on its own grid."""
+    low, high = window
+    voxels = sitk.GetArrayViewFromImage(image).astype(np.float32)
+    scale = 255.0 / (high - low) if high > low else 0.0
+    out = sitk.GetImageFromArray(np.clip((voxels - low) * scale, 0, 255).astype(np.uint8))
+    out.CopyInformation(image)
+    return out
+
+
+def mask_uint8(mask: sitk.Image, grid: sitk.Image) -> sitk.Image:
+    """A mask as 0/1 bytes on ``grid`` (the scan's; a mask on another grid is resampled, nearest)."""
+    binary = sitk.Cast(mask > 0, sitk.sitkUInt8)
+    if binary.GetSize() != grid.GetSize() or not np.allclose(binary.GetSpacing(), grid.GetSpacing()) \
+            or not np.allclose(binary.GetOrigin(), grid.GetOrigin()) or not np.allclose(binary.GetDirection(), grid.GetDirection()):
+        binary = sitk.Resample(binary, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    return binary
+
+
+def case_script(image: sitk.Image, window: tuple[float, float], masks: dict[str, sitk.Image | None]) -> str:
+    """The JavaScript of ``cases/<case>.js``: the scan and each mask present, base64 .nii.gz."""
+    volumes = {"image": base64.b64encode(nifti_gz(windowed_uint8(image, window))).decode("ascii")}
+    for name, mask in masks.items():
+        if mask is not None:
+            volumes[name] = base64.b64encode(nifti_gz(mask_uint8(mask, image))).decode("ascii")
+    return f"window.{CASE_GLOBAL} = {json.dumps(volumes)};\n"

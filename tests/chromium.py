@@ -101,20 +101,25 @@ class Browser:
 
     def open(self, path: Path, ready: str = "document.readyState === 'complete'", timeout_s: float = 60.0) -> None:
         """Navigate to ``path`` from disk and wait until the JavaScript ``ready`` is true."""
-        self.send("Page.navigate", url=path.resolve().as_uri())
+        url = path.resolve().as_uri()
+        self.send("Page.navigate", url=url)
+        check = f"(() => {{ try {{ return location.href === {json.dumps(url)} && Boolean({ready}); }} catch (e) {{ return false; }} }})()"
         deadline = time.monotonic() + timeout_s
-        while not self.evaluate(f"Boolean({ready})"):
+        while not self.evaluate(check):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{path}: not ready after {timeout_s} s ({ready}); console errors: {self.errors}")
             time.sleep(0.2)
 
     def screenshot(self, selector: str) -> np.ndarray:
         """The RGB pixels of the element ``selector`` as the page shows it."""
-        box = self.evaluate(f"(() => {{ const r = document.querySelector({json.dumps(selector)}).getBoundingClientRect();"
-                            " return [r.x, r.y, r.width, r.height]; })()")
+        box = self.evaluate(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.scrollIntoView();"
+                            " const r = e.getBoundingClientRect();"
+                            " return [r.x + window.scrollX, r.y + window.scrollY, r.width, r.height]; })()")
+        time.sleep(0.5)  # a frame drawn where it is now seen
         x, y, width, height = box
         shot = self.send("Page.captureScreenshot", format="png",
-                         clip={"x": x, "y": y, "width": width, "height": height, "scale": 1})
+                         clip={"x": x, "y": y, "width": width, "height": height, "scale": 1},
+                         captureBeyondViewport=True)
         return np.asarray(Image.open(io.BytesIO(base64.b64decode(shot["data"]))).convert("RGB"))
 
     def close(self) -> None:

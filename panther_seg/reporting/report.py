@@ -47,6 +47,7 @@ tr.problem td { background: #eee; color: #666; }
 img.thumb { width: 128px; height: auto; display: block; }
 img.preview { max-width: 100%; }
 #viewer-box { width: 960px; height: 640px; background: #000; }
+#viewer { width: 100%; height: 100%; display: block; }
 """
 
 SORT_SCRIPT = """
@@ -67,7 +68,7 @@ document.querySelectorAll('th[data-sort]').forEach((th, column) => th.addEventLi
 VIEWER_SCRIPT = """
 (async () => {
   const data = window.%(global)s;
-  const nv = new niivue.Niivue({ backColor: [0, 0, 0, 1], show3Dcrosshair: true, isColorbar: false });
+  const nv = new niivue.Niivue({ backColor: [0, 0, 0, 1], show3Dcrosshair: true, isColorbar: false, isRadiologicalConvention: true });
   await nv.attachTo('viewer');
   const volumes = [{ name: 'image', colormap: 'gray', opacity: 1 },
                    { name: 'pancreas', colormap: 'blue', opacity: 0.45 },
@@ -81,7 +82,7 @@ VIEWER_SCRIPT = """
   }
   nv.setSliceType(nv.sliceTypeMultiplanar);
   const point = %(focus)s;
-  if (point) { const mm = nv.mm2frac([-point[0], -point[1], point[2]]); nv.scene.crosshairPos = mm; nv.updateGLVolume(); }
+  if (point) { nv.scene.crosshairPos = nv.mm2frac([-point[0], -point[1], point[2]]); nv.updateGLVolume(); }  // LPS to NiiVue's RAS
   document.body.dataset.viewer = 'ready';
 })().catch(error => { console.error('viewer: ' + error); document.body.dataset.viewer = 'failed'; });
 """

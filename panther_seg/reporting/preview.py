@@ -142,12 +142,11 @@ def panel(image: sitk.Image, window: tuple[float, float], masks: Sequence[tuple[
           view: View, point: Sequence[float], spacing: float) -> np.ndarray:
     """One view: the windowed slice with each mask's outline, as RGB."""
     low, high = physical_bounds(image)
-    grey = windowed(sample_plane(sitk.Cast(image, sitk.sitkFloat32), view, point, low, high, spacing, sitk.sitkLinear), window)
+    grey = windowed(sample_plane(image, view, point, low, high, spacing, sitk.sitkLinear), window)
     rgb = grey_to_rgb(grey)
     for mask, colour in masks:
         if mask is not None:
-            plane = sample_plane(sitk.Cast(mask > 0, sitk.sitkUInt8), view, point, low, high, spacing,
-                                 sitk.sitkNearestNeighbor).astype(bool)
+            plane = sample_plane(mask, view, point, low, high, spacing, sitk.sitkNearestNeighbor).astype(bool)
             rgb = draw_outline(rgb, plane, colour, OUTLINE_WIDTH_PX)
     return rgb
 
@@ -205,16 +204,19 @@ def summary_lines(measurements: Measurements | None, confidence: Confidence | No
 
 def render_preview(image: sitk.Image, tumour: sitk.Image, pancreas: sitk.Image | None = None,
                    measurements: Measurements | None = None, confidence: Confidence | None = None,
-                   title: str = "", demonstration: bool = False, reference: sitk.Image | None = None) -> Image.Image:
-    """The preview picture of one case: three views side by side, the words beneath."""
-    point, focus = focus_point(image, tumour, pancreas, measurements)
+                   title: str = "", demonstration: bool = False, reference: sitk.Image | None = None,
+                   focus: tuple[tuple[float, float, float], str] | None = None) -> Image.Image:
+    """The preview picture of one case: three views side by side, the words beneath (``focus``:
+    ``focus_point``'s answer, where the caller has it already)."""
+    point, focus_name = focus or focus_point(image, tumour, pancreas, measurements)
     spacing = display_spacing(image)
     window = window_of(image)
+    image = sitk.Cast(image, sitk.sitkFloat32)
     masks = [(pancreas, PANCREAS_RGB), (reference, REFERENCE_RGB), (tumour, TUMOUR_RGB)]
     views = [panel(image, window, masks, view, point, spacing) for view in VIEWS]
     tallest = max(v.shape[0] for v in views)
     panels = [framed(rgb, view, spacing, tallest) for rgb, view in zip(views, VIEWS)]
-    lines = summary_lines(measurements, confidence, focus, reference is not None)
+    lines = summary_lines(measurements, confidence, focus_name, reference is not None)
     header = [(title, TEXT_RGB)]
     if demonstration:
         header.append(("DEMONSTRATION MODEL (trained on synthetic data): not for real scans", DEMONSTRATION_RGB))
@@ -239,7 +241,7 @@ def render_preview(image: sitk.Image, tumour: sitk.Image, pancreas: sitk.Image |
 def write_png(picture: Image.Image, path: Path) -> None:
     """Atomically, so that a reader never sees half a picture."""
     with atomic_path(path) as tmp:
-        picture.save(tmp, format="PNG", optimize=True)
+        picture.save(tmp, format="PNG")
 
 
 def preview_path(out_dir: Path, case: str) -> Path:

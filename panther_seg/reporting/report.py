@@ -228,9 +228,10 @@ def case_html(case: ReportCase, metrics: dict[str, float] | None, preview: str |
 
 
 def _read(path: Path | None) -> sitk.Image | None:
+    """A mask as 0/1 bytes (what the pictures and the viewer take), or None."""
     if path is None or not Path(path).is_file():
         return None
-    return read_image(Path(path))
+    return sitk.Cast(read_image(Path(path)) > 0, sitk.sitkUInt8)
 
 
 def case_images(case: ReportCase) -> tuple[sitk.Image, sitk.Image, sitk.Image | None] | None:
@@ -245,11 +246,11 @@ def case_images(case: ReportCase) -> tuple[sitk.Image, sitk.Image, sitk.Image | 
 
 
 def thumbnail(image: sitk.Image, tumour: sitk.Image, pancreas: sitk.Image | None, reference: sitk.Image | None,
-              case: ReportCase) -> Image.Image:
+              point: Sequence[float]) -> Image.Image:
     """The axial view of the preview, small."""
-    point, _ = focus_point(image, tumour, pancreas, case.measurements)
     masks = [(pancreas, PANCREAS_RGB), (reference, REFERENCE_RGB), (tumour, TUMOUR_RGB)]
-    picture = Image.fromarray(panel(image, window_of(image), masks, VIEWS[0], point, display_spacing(image)))
+    picture = Image.fromarray(panel(sitk.Cast(image, sitk.sitkFloat32), window_of(image), masks, VIEWS[0], point,
+                                    display_spacing(image)))
     picture.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
     return picture
 
@@ -261,6 +262,7 @@ def write_case_files(folder: Path, out_dir: Path, case: ReportCase, reference: s
     if loaded is None:
         return None, None, False, None
     image, tumour, pancreas = loaded
+    focus = focus_point(image, tumour, pancreas, case.measurements)
     cases = folder / CASES_DIR
     preview_name = f"{case.name}{PREVIEW_SUFFIX}"
     existing = Path(out_dir) / preview_name
@@ -268,13 +270,12 @@ def write_case_files(folder: Path, out_dir: Path, case: ReportCase, reference: s
         shutil.copyfile(existing, cases / preview_name)
     else:
         render_preview(image, tumour, pancreas, case.measurements, case.confidence, case.name,
-                       case.demonstration, reference).save(cases / preview_name, format="PNG", optimize=True)
+                       case.demonstration, reference, focus).save(cases / preview_name, format="PNG")
     thumb_name = f"{case.name}_thumbnail.png"
-    thumbnail(image, tumour, pancreas, reference, case).save(cases / thumb_name, format="PNG", optimize=True)
+    thumbnail(image, tumour, pancreas, reference, focus[0]).save(cases / thumb_name, format="PNG")
     masks = {"tumour": tumour, "pancreas": pancreas, "reference": reference}
     (cases / f"{case.name}.js").write_text(case_script(image, window_of(image), masks))
-    point, _ = focus_point(image, tumour, pancreas, case.measurements)
-    return preview_name, f"{CASES_DIR}/{thumb_name}", True, point
+    return preview_name, f"{CASES_DIR}/{thumb_name}", True, focus[0]
 
 
 def write_report(out_dir: Path, cases: Sequence[ReportCase], metrics: dict[str, dict[str, float]] | None = None,

@@ -2,8 +2,8 @@
 
 A page opened from disk (file://) may not fetch or XHR the files beside it, but it may load a
 ``<script src>``: so each case's volumes are gzip-compressed NIfTI, base64 in
-``cases/<case>.js``, which sets ``window.PANTHER_CASE``. The scan is windowed to 8 bits (the
-preview's window: a display needs no more) and the masks are 0/1 bytes, which compress to almost
+``cases/<case>.js``, which sets ``window.PANTHER_CASE``. The scan is cropped to the masks plus a
+margin, and windowed to 8 bits (the preview's window: a display needs no more) and the masks are 0/1 bytes, which compress to almost
 nothing; both keep the scan's geometry (NIfTI's qform/sform, written by ITK), so NiiVue shows
 them in the patient's axes.
 """
@@ -21,6 +21,7 @@ VENDOR_DIR = Path(__file__).resolve().parent / "vendor"
 NIIVUE_FILE = "niivue.umd.js"  # @niivue/niivue's UMD bundle (vendor/README.md: version, update)
 NIIVUE_LICENCE = "LICENSE.niivue"
 CASE_GLOBAL = "PANTHER_CASE"
+VIEWER_MARGIN_MM = 30.0  # of context around the tumour and pancreas
 
 
 def nifti_gz(image: sitk.Image) -> bytes:
@@ -50,8 +51,30 @@ def mask_uint8(mask: sitk.Image, grid: sitk.Image) -> sitk.Image:
     return binary
 
 
+def region_of_interest(image: sitk.Image, masks: list[sitk.Image]) -> sitk.Image:
+    """The scan cropped to its masks' box plus ``VIEWER_MARGIN_MM`` (the whole scan without any
+    mask): what a reviewer looks at, at a fraction of the bytes."""
+    shape = sitk.LabelShapeStatisticsImageFilter()
+    low, high = None, None
+    for mask in masks:
+        shape.Execute(sitk.Cast(mask > 0, sitk.sitkUInt8))
+        if shape.HasLabel(1):
+            x, y, z, sx, sy, sz = shape.GetBoundingBox(1)
+            box_low, box_high = np.array([x, y, z]), np.array([x + sx, y + sy, z + sz])
+            low = box_low if low is None else np.minimum(low, box_low)
+            high = box_high if high is None else np.maximum(high, box_high)
+    if low is None:
+        return image
+    margin = np.ceil(VIEWER_MARGIN_MM / np.asarray(image.GetSpacing())).astype(int)
+    low = np.maximum(low - margin, 0)
+    high = np.minimum(high + margin, image.GetSize())
+    return sitk.RegionOfInterest(image, (high - low).tolist(), low.tolist())
+
+
 def case_script(image: sitk.Image, window: tuple[float, float], masks: dict[str, sitk.Image | None]) -> str:
-    """The JavaScript of ``cases/<case>.js``: the scan and each mask present, base64 .nii.gz."""
+    """The JavaScript of ``cases/<case>.js``: the scan around the masks and each mask present,
+    base64 .nii.gz, on one grid."""
+    image = region_of_interest(image, [m for m in masks.values() if m is not None])
     volumes = {"image": base64.b64encode(nifti_gz(windowed_uint8(image, window))).decode("ascii")}
     for name, mask in masks.items():
         if mask is not None:

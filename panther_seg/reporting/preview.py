@@ -22,7 +22,7 @@ from ..io.files import atomic_path
 from ..results import Confidence, Measurements
 from .overlay import (
     LETTER_RGB, PANCREAS_RGB, REFERENCE_RGB, TEXT_RGB, TUMOUR_RGB, draw_orientation, draw_outline, draw_scale_bar,
-    draw_text, grey_to_rgb, window_to_uint8,
+    draw_text, grey_to_rgb,
 )
 
 PREVIEW_SUFFIX = "_preview.png"
@@ -34,7 +34,7 @@ LETTER_PX = 16
 TITLE_PX = 18
 LINE_PX = 22
 OUTLINE_WIDTH_PX = 2
-WINDOW_SAMPLE_VOXELS = 2_000_000  # the window's percentiles from at most this many voxels
+WINDOW_SAMPLE_VOXELS = 250_000  # the window's percentiles from at most this many voxels
 DEMONSTRATION_RGB = (255, 150, 0)
 BACKGROUND_RGB = (0, 0, 0)
 
@@ -72,22 +72,39 @@ def display_spacing(image: sitk.Image) -> float:
     return float(max(high - low)) / PANEL_PX
 
 
+def bounding_box(mask: sitk.Image) -> tuple[slice, slice, slice] | None:
+    """The (z, y, x) slices of the box around ``mask``'s foreground, if any (numpy: much faster
+    than ITK's shape statistics, which measure far more)."""
+    array = sitk.GetArrayViewFromImage(mask)
+    box = []
+    for axis in range(3):
+        hit = np.flatnonzero(array.any(axis=tuple(a for a in range(3) if a != axis)))
+        if hit.size == 0:
+            return None
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
+
+
 def largest_component_centroid(mask: sitk.Image) -> tuple[float, float, float] | None:
-    """The LPS centroid of the largest face-connected component of ``mask``, if any."""
-    components = sitk.RelabelComponent(sitk.ConnectedComponent(sitk.Cast(mask > 0, sitk.sitkUInt8), False),
-                                       sortByObjectSize=True)
-    shape = sitk.LabelShapeStatisticsImageFilter()
-    shape.Execute(components)
-    if not shape.HasLabel(1):
+    """The LPS centroid of the largest face-connected component of ``mask``, if any (labelled
+    within the mask's box only)."""
+    box = bounding_box(mask)
+    if box is None:
         return None
-    return tuple(float(v) for v in shape.GetCentroid(1))
+    z, y, x = box
+    crop = sitk.Cast(mask[x, y, z] > 0, sitk.sitkUInt8)
+    components = sitk.RelabelComponent(sitk.ConnectedComponent(crop, False), sortByObjectSize=True)
+    return mask_centroid(components == 1)
 
 
 def mask_centroid(mask: sitk.Image) -> tuple[float, float, float] | None:
-    """The LPS centroid of all of ``mask``'s foreground, if any."""
-    shape = sitk.LabelShapeStatisticsImageFilter()
-    shape.Execute(sitk.Cast(mask > 0, sitk.sitkUInt8))
-    return tuple(float(v) for v in shape.GetCentroid(1)) if shape.HasLabel(1) else None
+    """The LPS centroid of all of ``mask``'s foreground, if any (the mean voxel index mapped to
+    patient space: the mapping is affine)."""
+    voxels = np.argwhere(sitk.GetArrayViewFromImage(mask))
+    if voxels.size == 0:
+        return None
+    z, y, x = voxels.mean(axis=0)
+    return tuple(float(v) for v in mask.TransformContinuousIndexToPhysicalPoint((float(x), float(y), float(z))))
 
 
 def focus_point(image: sitk.Image, tumour: sitk.Image, pancreas: sitk.Image | None,
@@ -132,10 +149,11 @@ def window_of(image: sitk.Image) -> tuple[float, float]:
 
 
 def windowed(plane: np.ndarray, window: tuple[float, float]) -> np.ndarray:
+    """``plane`` mapped to 0..255 over ``window`` (the whole scan's)."""
     low, high = window
     if high <= low:
         return np.zeros(plane.shape, np.uint8)
-    return window_to_uint8(np.concatenate([plane.ravel(), [low, high]]), (0.0, 100.0))[:-2].reshape(plane.shape)
+    return (np.clip((plane.astype(np.float64) - low) / (high - low), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def panel(image: sitk.Image, window: tuple[float, float], masks: Sequence[tuple[sitk.Image | None, Sequence[int]]],
@@ -205,13 +223,15 @@ def summary_lines(measurements: Measurements | None, confidence: Confidence | No
 def render_preview(image: sitk.Image, tumour: sitk.Image, pancreas: sitk.Image | None = None,
                    measurements: Measurements | None = None, confidence: Confidence | None = None,
                    title: str = "", demonstration: bool = False, reference: sitk.Image | None = None,
-                   focus: tuple[tuple[float, float, float], str] | None = None) -> Image.Image:
-    """The preview picture of one case: three views side by side, the words beneath (``focus``:
-    ``focus_point``'s answer, where the caller has it already)."""
+                   focus: tuple[tuple[float, float, float], str] | None = None,
+                   window: tuple[float, float] | None = None) -> Image.Image:
+    """The preview picture of one case: three views side by side, the words beneath (``focus``
+    and ``window``: ``focus_point``'s and ``window_of``'s answers, where the caller has them)."""
     point, focus_name = focus or focus_point(image, tumour, pancreas, measurements)
     spacing = display_spacing(image)
-    window = window_of(image)
-    image = sitk.Cast(image, sitk.sitkFloat32)
+    window = window or window_of(image)
+    if image.GetPixelID() != sitk.sitkFloat32:
+        image = sitk.Cast(image, sitk.sitkFloat32)
     masks = [(pancreas, PANCREAS_RGB), (reference, REFERENCE_RGB), (tumour, TUMOUR_RGB)]
     views = [panel(image, window, masks, view, point, spacing) for view in VIEWS]
     tallest = max(v.shape[0] for v in views)

@@ -18,7 +18,6 @@ from PIL import Image
 
 from ..errors import InputError
 from ..io.files import atomic_path
-from ..io.images import read_image
 from .preview import PREVIEW_SUFFIX, panel, render_preview, VIEWS, display_spacing, focus_point, window_of, write_png
 from .overlay import PANCREAS_RGB, REFERENCE_RGB, TUMOUR_RGB
 from .records import ReportCase
@@ -227,11 +226,19 @@ def case_html(case: ReportCase, metrics: dict[str, float] | None, preview: str |
     return page(f"{case.name}: panther-seg", body, case.demonstration, scripts, inline)
 
 
+def read_volume(path: Path) -> sitk.Image:
+    """A run's input or output, read back for the pictures (the run checked it already)."""
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError:
+        raise InputError(path, "cannot be read as an image") from None
+
+
 def _read(path: Path | None) -> sitk.Image | None:
     """A mask as 0/1 bytes (what the pictures and the viewer take), or None."""
     if path is None or not Path(path).is_file():
         return None
-    return sitk.Cast(read_image(Path(path)) > 0, sitk.sitkUInt8)
+    return sitk.Cast(read_volume(Path(path)) > 0, sitk.sitkUInt8)
 
 
 def case_images(case: ReportCase) -> tuple[sitk.Image, sitk.Image, sitk.Image | None] | None:
@@ -242,15 +249,14 @@ def case_images(case: ReportCase) -> tuple[sitk.Image, sitk.Image, sitk.Image | 
     tumour = _read(case.tumour)
     if tumour is None:
         return None
-    return read_image(Path(case.image)), tumour, _read(case.pancreas)
+    return read_volume(Path(case.image)), tumour, _read(case.pancreas)
 
 
 def thumbnail(image: sitk.Image, tumour: sitk.Image, pancreas: sitk.Image | None, reference: sitk.Image | None,
-              point: Sequence[float]) -> Image.Image:
-    """The axial view of the preview, small."""
+              point: Sequence[float], window: tuple[float, float]) -> Image.Image:
+    """The axial view of the preview, small (``image`` as float32)."""
     masks = [(pancreas, PANCREAS_RGB), (reference, REFERENCE_RGB), (tumour, TUMOUR_RGB)]
-    picture = Image.fromarray(panel(sitk.Cast(image, sitk.sitkFloat32), window_of(image), masks, VIEWS[0], point,
-                                    display_spacing(image)))
+    picture = Image.fromarray(panel(image, window, masks, VIEWS[0], point, display_spacing(image)))
     picture.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
     return picture
 
@@ -263,18 +269,20 @@ def write_case_files(folder: Path, out_dir: Path, case: ReportCase, reference: s
         return None, None, False, None
     image, tumour, pancreas = loaded
     focus = focus_point(image, tumour, pancreas, case.measurements)
+    window = window_of(image)
+    scan = sitk.Cast(image, sitk.sitkFloat32)
     cases = folder / CASES_DIR
     preview_name = f"{case.name}{PREVIEW_SUFFIX}"
     existing = Path(out_dir) / preview_name
     if reference is None and existing.is_file():
         shutil.copyfile(existing, cases / preview_name)
     else:
-        render_preview(image, tumour, pancreas, case.measurements, case.confidence, case.name,
-                       case.demonstration, reference, focus).save(cases / preview_name, format="PNG")
+        render_preview(scan, tumour, pancreas, case.measurements, case.confidence, case.name,
+                       case.demonstration, reference, focus, window).save(cases / preview_name, format="PNG")
     thumb_name = f"{case.name}_thumbnail.png"
-    thumbnail(image, tumour, pancreas, reference, focus[0]).save(cases / thumb_name, format="PNG")
+    thumbnail(scan, tumour, pancreas, reference, focus[0], window).save(cases / thumb_name, format="PNG")
     masks = {"tumour": tumour, "pancreas": pancreas, "reference": reference}
-    (cases / f"{case.name}.js").write_text(case_script(image, window_of(image), masks))
+    (cases / f"{case.name}.js").write_text(case_script(image, window, masks))
     return preview_name, f"{CASES_DIR}/{thumb_name}", True, focus[0]
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .preview import bounding_box
+
 VENDOR_DIR = Path(__file__).resolve().parent / "vendor"
 NIIVUE_FILE = "niivue.umd.js"  # @niivue/niivue's UMD bundle (vendor/README.md: version, update)
 NIIVUE_LICENCE = "LICENSE.niivue"
@@ -42,29 +44,21 @@ def windowed_uint8(image: sitk.Image, window: tuple[float, float]) -> sitk.Image
     return out
 
 
-def mask_uint8(mask: sitk.Image, grid: sitk.Image) -> sitk.Image:
-    """A mask as 0/1 bytes on ``grid`` (the scan's; a mask on another grid is resampled, nearest)."""
-    binary = sitk.Cast(mask > 0, sitk.sitkUInt8)
-    if binary.GetSize() != grid.GetSize() or not np.allclose(binary.GetSpacing(), grid.GetSpacing()) \
-            or not np.allclose(binary.GetOrigin(), grid.GetOrigin()) or not np.allclose(binary.GetDirection(), grid.GetDirection()):
-        binary = sitk.Resample(binary, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    return binary
+def on_grid(mask: sitk.Image, grid: sitk.Image) -> sitk.Image:
+    """A 0/1 byte mask on ``grid`` (a mask on another grid is resampled, nearest)."""
+    same = (mask.GetSize() == grid.GetSize() and np.allclose(mask.GetSpacing(), grid.GetSpacing())
+            and np.allclose(mask.GetOrigin(), grid.GetOrigin()) and np.allclose(mask.GetDirection(), grid.GetDirection()))
+    return mask if same else sitk.Resample(mask, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
 
 
 def region_of_interest(image: sitk.Image, masks: list[sitk.Image]) -> sitk.Image:
     """The scan cropped to its masks' box plus ``VIEWER_MARGIN_MM`` (the whole scan without any
     mask): what a reviewer looks at, at a fraction of the bytes."""
-    shape = sitk.LabelShapeStatisticsImageFilter()
-    low, high = None, None
-    for mask in masks:
-        shape.Execute(sitk.Cast(mask > 0, sitk.sitkUInt8))
-        if shape.HasLabel(1):
-            x, y, z, sx, sy, sz = shape.GetBoundingBox(1)
-            box_low, box_high = np.array([x, y, z]), np.array([x + sx, y + sy, z + sz])
-            low = box_low if low is None else np.minimum(low, box_low)
-            high = box_high if high is None else np.maximum(high, box_high)
-    if low is None:
+    boxes = [box for mask in masks if (box := bounding_box(mask)) is not None]
+    if not boxes:
         return image
+    low = np.array([min(b[axis].start for b in boxes) for axis in (2, 1, 0)])  # (x, y, z)
+    high = np.array([max(b[axis].stop for b in boxes) for axis in (2, 1, 0)])
     margin = np.ceil(VIEWER_MARGIN_MM / np.asarray(image.GetSpacing())).astype(int)
     low = np.maximum(low - margin, 0)
     high = np.minimum(high + margin, image.GetSize())
@@ -72,11 +66,12 @@ def region_of_interest(image: sitk.Image, masks: list[sitk.Image]) -> sitk.Image
 
 
 def case_script(image: sitk.Image, window: tuple[float, float], masks: dict[str, sitk.Image | None]) -> str:
-    """The JavaScript of ``cases/<case>.js``: the scan around the masks and each mask present,
-    base64 .nii.gz, on one grid."""
-    image = region_of_interest(image, [m for m in masks.values() if m is not None])
+    """The JavaScript of ``cases/<case>.js``: the scan around the masks and each mask present
+    (0/1 bytes on the scan's grid, as ``report`` reads them), base64 .nii.gz, on one grid."""
+    masks = {name: on_grid(mask, image) for name, mask in masks.items() if mask is not None}
+    image = region_of_interest(image, list(masks.values()))
     volumes = {"image": base64.b64encode(nifti_gz(windowed_uint8(image, window))).decode("ascii")}
     for name, mask in masks.items():
         if mask is not None:
-            volumes[name] = base64.b64encode(nifti_gz(mask_uint8(mask, image))).decode("ascii")
+            volumes[name] = base64.b64encode(nifti_gz(on_grid(mask, image))).decode("ascii")
     return f"window.{CASE_GLOBAL} = {json.dumps(volumes)};\n"

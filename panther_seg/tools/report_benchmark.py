@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -50,13 +51,13 @@ def measure(cases: int) -> dict[str, Any]:
         out = Path(folder) / "out"
         out.mkdir()
         write_run(out, cases)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         write_report(out, collect_cases(out))
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         report = out / REPORT_DIR
         per_case = sum(p.stat().st_size for p in (report / CASES_DIR).glob("case000*"))
         total = sum(p.stat().st_size for p in report.rglob("*") if p.is_file())
-    return {"cases": cases, "seconds": seconds, "bytes_per_case": per_case, "bytes_total": total}
+    return {"cases": cases, "seconds": seconds, "cpu_seconds": cpu, "load_average": os.getloadavg()[0], "bytes_per_case": per_case, "bytes_total": total}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -64,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--cases", type=int, default=100)
     args = p.parse_args(argv)
     result = measure(args.cases)
-    print(f"report of {result['cases']} PANTHER-median cases: {result['seconds']:.1f} s; "
+    print(f"report of {result['cases']} PANTHER-median cases: {result['seconds']:.1f} s wall, {result['cpu_seconds']:.1f} s CPU "
+          f"(load average {result['load_average']:.1f} at the end); "
           f"{result['bytes_per_case'] / 1e6:.2f} MB per case (viewer volumes, preview, thumbnail, page), "
           f"{result['bytes_total'] / 1e6:.1f} MB in all; {summary()}, Python {platform.python_version()}")
     return 0

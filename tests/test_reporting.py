@@ -112,7 +112,7 @@ def run_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_case(out, "a_ok", review=False)
     write_case(out, "b_refused", review=None, status="refused")
     write_case(out, "c_review", review=True)
-    write_case(out, "d_fast", review=None)
+    write_case(out, "d fast#2", review=None)
     return out
 
 
@@ -120,7 +120,7 @@ def test_report_lists_cases_flagged_first_with_pages_thumbnails_and_the_demonstr
     assert report_cli.main([str(run_folder)]) == 0
     report = run_folder / "report"
     index = (report / "index.html").read_text()
-    order = [index.index(f'data-case="{name}"') for name in ("c_review", "b_refused", "a_ok", "d_fast")]
+    order = [index.index(f'data-case="{name}"') for name in ("c_review", "b_refused", "a_ok", "d fast#2")]
     assert order == sorted(order), "flagged for review first, then refused, then the rest"
     for page in [report / "index.html", *sorted((report / "cases").glob("*.html"))]:
         assert "DEMONSTRATION MODEL" in page.read_text(), page
@@ -150,6 +150,11 @@ def test_report_refuses_a_folder_without_cases(tmp_path: Path, capsys: pytest.Ca
     with pytest.raises(Exception, match="is not a panther-seg-statistics file"):
         read_statistics(bad)
     assert not (tmp_path / "report").exists()
+
+
+def test_preview_and_report_need_batch_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--report"]) == 2
+    assert "error: --preview and --report go with -i/--input" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -184,10 +189,10 @@ def test_report_in_a_real_browser_from_disk(run_folder: Path, browser: Browser) 
     assert report_cli.main([str(run_folder)]) == 0
     browser.open(run_folder / "report" / "index.html")
     rows = browser.evaluate("Array.from(document.querySelectorAll('#cases tbody tr')).map(r => r.dataset.case)")
-    assert rows == ["c_review", "b_refused", "a_ok", "d_fast"]
+    assert rows == ["c_review", "b_refused", "a_ok", "d fast#2"]
     browser.evaluate("document.querySelectorAll('#cases th')[0].click()")  # sort by case name
     rows = browser.evaluate("Array.from(document.querySelectorAll('#cases tbody tr')).map(r => r.dataset.case)")
-    assert rows == ["a_ok", "b_refused", "c_review", "d_fast"]
+    assert rows == ["a_ok", "b_refused", "c_review", "d fast#2"]
     assert browser.evaluate("document.querySelectorAll('#cases img.thumb').length") == 3
     assert browser.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
 

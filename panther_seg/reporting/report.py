@@ -12,6 +12,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
+from urllib.parse import quote
 
 import SimpleITK as sitk
 from PIL import Image
@@ -121,6 +122,11 @@ def confidence_text(case: ReportCase) -> tuple[str, str]:
     return text, repr(float(c.min_dice if c.min_dice is not None else 0.0))
 
 
+def href(name: str) -> str:
+    """A case page's link, its name quoted for a URL."""
+    return f"{CASES_DIR}/{quote(name)}.html"
+
+
 def table_row(case: ReportCase, metrics: dict[str, float] | None, reference: bool, thumbnail: str | None) -> str:
     m = case.measurements
     review = bool(case.confidence and case.confidence.review)
@@ -129,10 +135,10 @@ def table_row(case: ReportCase, metrics: dict[str, float] | None, reference: boo
         status += f": {case.error}"
     volume = m.tumour_volume_ml if m is not None else case.tumour_ml
     cells = [
-        f'<td class="name" data-value="{html.escape(case.name)}"><a href="{CASES_DIR}/{html.escape(case.name)}.html">'
+        f'<td class="name" data-value="{html.escape(case.name)}"><a href="{html.escape(href(case.name))}">'
         f"{html.escape(case.name)}</a></td>",
-        f'<td data-value="{html.escape(case.name)}">' + (f'<a href="{CASES_DIR}/{html.escape(case.name)}.html">'
-                                                        f'<img class="thumb" src="{html.escape(thumbnail)}" alt="thumbnail of {html.escape(case.name)}"></a>'
+        f'<td data-value="{html.escape(case.name)}">' + (f'<a href="{html.escape(href(case.name))}">'
+                                                        f'<img class="thumb" src="{html.escape(quote(thumbnail))}" alt="thumbnail of {html.escape(case.name)}"></a>'
                                                         if thumbnail else "") + "</td>",
         _cell(status, cls="status"),
         _cell(*_fmt(volume, 2)),
@@ -214,14 +220,14 @@ def case_html(case: ReportCase, metrics: dict[str, float] | None, preview: str |
     body = (f'<p><a href="../index.html">all cases</a></p><h1>{html.escape(case.name)}</h1>'
             f'<table id="facts">{table}</table>{_lesion_rows(case)}')
     if preview:
-        body += f'<h2>Preview</h2><img class="preview" src="{html.escape(preview)}" alt="preview of {html.escape(case.name)}">'
+        body += f'<h2>Preview</h2><img class="preview" src="{html.escape(quote(preview))}" alt="preview of {html.escape(case.name)}">'
     scripts: list[str] = []
     inline = ""
     if viewer:
         body += ('<h2>Viewer</h2><p>Scroll to move through slices, click to move the crosshair, right-drag to '
                  'change the window. Tumour red, pancreas blue, reference green.</p>'
                  '<div id="viewer-box"><canvas id="viewer"></canvas></div>')
-        scripts = [f"../{NIIVUE_FILE}", f"{case.name}.js"]
+        scripts = [f"../{NIIVUE_FILE}", f"{quote(case.name)}.js"]
         inline = VIEWER_SCRIPT % {"global": CASE_GLOBAL, "focus": json.dumps(list(focus) if focus else None)}
     return page(f"{case.name}: panther-seg", body, case.demonstration, scripts, inline)
 

@@ -2,7 +2,9 @@
 and the report opened in a real browser (headless Chromium, software WebGL2)."""
 from __future__ import annotations
 
+import csv
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +142,32 @@ def test_report_with_reference_adds_the_challenge_metrics(run_folder: Path, tmp_
     index = (run_folder / "report" / "index.html").read_text()
     assert "surface Dice" in index and 'data-value="1.0"' in index  # the mask against itself: Dice 1
     assert "reference" in (run_folder / "report" / "cases" / "a_ok.html").read_text()
+
+
+def test_report_of_a_cohort_from_its_manifest(tmp_path: Path) -> None:
+    """A cohort's output folder without statistics files: the manifest gives status, error,
+    tumour volume, time and the masks."""
+    from panther_seg.cohort.manifest import MANIFEST_NAME, CaseRecord, join_checksums
+
+    out = tmp_path / "cohort"
+    out.mkdir()
+    write_case(out, "case00", review=None)
+    for name in out.glob("*_statistics.json"):
+        name.unlink()
+    records = [CaseRecord("case00.mha", str(tmp_path / "inputs" / "case00.mha"), "done",
+                          outputs=join_checksums({"case00.mha": "0" * 64, "case00_pancreas.mha": "0" * 64}),
+                          tumour_ml="7.240", wall_s="2.5"),
+               CaseRecord("broken.mha", str(tmp_path / "inputs" / "broken.mha"), "refused",
+                          error="broken.mha: cannot be read as an image")]
+    with open(out / MANIFEST_NAME, "w", newline="") as f:
+        writer = csv.DictWriter(f, CaseRecord.columns())
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in records)
+    assert report_cli.main([str(out)]) == 0
+    index = (out / "report" / "index.html").read_text()
+    assert index.index('data-case="broken"') < index.index('data-case="case00"')  # the refused case first
+    assert "cannot be read as an image" in index and ">7.24<" in index
+    assert (out / "report" / "cases" / "case00.js").is_file() and not (out / "report" / "cases" / "broken.js").exists()
 
 
 def test_report_refuses_a_folder_without_cases(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

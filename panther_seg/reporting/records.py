@@ -110,9 +110,10 @@ def cases_from_manifest(out_dir: Path) -> list[ReportCase]:
         names = [item.rsplit(":", 1)[0] for item in (row.get("outputs") or "").split(";") if ":" in item]
         outputs = {case_id(Path(name)): path.parent / name for name in names}  # the file names batch mode gives
         status = "ok" if row.get("status") == "done" else str(row.get("status") or "failed")
+        name = case_id(Path(row["case"]))  # the manifest's key is the input's file name
         cases.append(ReportCase(
-            name=row["case"], status=status, error=row.get("error") or None, image=_path(row.get("input"), path.parent),
-            tumour=outputs.get(row["case"]), pancreas=outputs.get(row["case"] + "_pancreas"),
+            name=name, status=status, error=row.get("error") or None, image=_path(row.get("input"), path.parent),
+            tumour=outputs.get(name), pancreas=outputs.get(name + "_pancreas"),
             seconds=float(row["wall_s"]) if row.get("wall_s") else None,
             tumour_ml=float(row["tumour_ml"]) if row.get("tumour_ml") else None,
         ))

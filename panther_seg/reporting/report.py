@@ -68,7 +68,8 @@ document.querySelectorAll('th[data-sort]').forEach((th, column) => th.addEventLi
 VIEWER_SCRIPT = """
 (async () => {
   const data = window.%(global)s;
-  const nv = new niivue.Niivue({ backColor: [0, 0, 0, 1], show3Dcrosshair: true, isColorbar: false, isRadiologicalConvention: true });
+  const nv = new niivue.Niivue({ backColor: [0, 0, 0, 1], show3Dcrosshair: true, isColorbar: false, isRadiologicalConvention: true,
+                                   crosshairColor: [1, 0.85, 0, 1] });
   await nv.attachTo('viewer');
   const volumes = [{ name: 'image', colormap: 'gray', opacity: 1 },
                    { name: 'pancreas', colormap: 'blue', opacity: 0.45 },

@@ -233,3 +233,22 @@ def test_report_in_a_real_browser_from_disk(run_folder: Path, browser: Browser) 
     assert scan.mean() > 0.1, "the viewer drew the scan"
     assert tumour.any(), "and the tumour over it"
     assert browser.errors == []
+
+
+def test_report_shows_a_dicom_series_input(tmp_path: Path) -> None:
+    pytest.importorskip("highdicom", reason="DICOM support needs requirements-dicom.txt (pip install -e '.[dicom]')")
+    from test_dicom import smoke_volume, write_mr_series
+
+    from panther_seg.io.dicom import read_dicom_series
+    from panther_seg.reporting.records import ReportCase
+    from panther_seg.reporting.report import write_report
+
+    write_mr_series(smoke_volume(), tmp_path / "series")
+    scan = read_dicom_series(tmp_path / "series").image
+    mask = sitk.Cast(scan > float(np.percentile(sitk.GetArrayViewFromImage(scan), 99)), sitk.sitkUInt8)
+    out = tmp_path / "out"
+    out.mkdir()
+    sitk.WriteImage(mask, str(out / "series.mha"))
+    write_report(out, [ReportCase("series", "ok", image=tmp_path / "series", tumour=out / "series.mha")])
+    assert (out / "report" / "cases" / "series.js").is_file()
+    assert 'id="viewer"' in (out / "report" / "cases" / "series.html").read_text()

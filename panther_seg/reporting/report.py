@@ -248,15 +248,28 @@ def _read(path: Path | None) -> sitk.Image | None:
     return sitk.Cast(read_volume(Path(path)) > 0, sitk.sitkUInt8)
 
 
+def read_scan(path: Path) -> sitk.Image:
+    """A case's input: an image file, or a DICOM series folder (with the DICOM extra)."""
+    if Path(path).is_dir():
+        try:
+            from ..io.dicom import read_dicom_series
+        except ImportError:
+            raise InputError(path, "a DICOM series input needs pydicom and highdicom for its pictures") from None
+        return read_dicom_series(Path(path)).image
+    return read_volume(Path(path))
+
+
 def case_images(case: ReportCase) -> tuple[sitk.Image, sitk.Image, sitk.Image | None] | None:
-    """The scan and the masks of a case, or None where the report cannot show them (a failed
-    case, a DICOM series input, a DICOM SEG output)."""
-    if case.status != "ok" or case.image is None or case.tumour is None or not Path(case.image).is_file():
+    """The scan and the masks of a case, or None where the report cannot show them (a case not
+    segmented; a DICOM SEG output, which is not read back)."""
+    if case.status != "ok" or case.image is None or case.tumour is None or not Path(case.image).exists():
+        return None
+    if Path(case.tumour).suffix.lower() == ".dcm":
         return None
     tumour = _read(case.tumour)
     if tumour is None:
         return None
-    return read_volume(Path(case.image)), tumour, _read(case.pancreas)
+    return read_scan(Path(case.image)), tumour, _read(case.pancreas)
 
 
 def thumbnail(image: sitk.Image, tumour: sitk.Image, pancreas: sitk.Image | None, reference: sitk.Image | None,

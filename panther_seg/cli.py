@@ -63,6 +63,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "DICOM series inputs only; --save-pancreas adds a pancreas segment)")
     p.add_argument("--save-pancreas", action="store_true", help="also write the pancreas mask (probability >= 0.5) the post-processing uses")
     p.add_argument("--save-probabilities", action="store_true", help="also write the tumour and pancreas probability maps (float32, on the input grid)")
+    p.add_argument("--preview", action="store_true", help="batch mode: also write <case>_preview.png (three views through the largest lesion, measurements written on it)")
+    p.add_argument("--report", action="store_true", help="batch mode: also write OUT/report/index.html, a report of the cases that opens from disk in a browser")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     departures = p.add_argument_group(
         "departures from the original protocol (docs/protocol.md gives each one's measured effect on the mask)"
@@ -110,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     keep_freed_memory()
     args = parse_args(argv)
+    if (args.preview or args.report) and not args.inputs:
+        log.error("error: --preview and --report go with -i/--input (batch mode)")
+        return 2
     start = time.perf_counter()
     try:
         extras = Extras(probabilities=args.save_probabilities, pancreas=args.save_pancreas)
@@ -129,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         log.info(segmenter.budget.describe())
         if args.inputs:
             status = run_batch(segmenter, cases, args.output)
+            if args.preview or args.report:
+                from .reporting.records import is_demonstration
+                from .reporting.run import after_batch
+
+                demonstration = any(is_demonstration(m.provenance) for m in resources.members)
+                after_batch(cases, args.output, args.preview, args.report, demonstration)
         else:
             src = find_gc_input(args.input_root)
             segment_file(segmenter, src, gc_outputs(args.output_root, segmenter.extras))

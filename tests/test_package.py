@@ -15,7 +15,7 @@ import SimpleITK as sitk
 from conftest import ROOT, requires_shared
 
 COMMANDS = ("panther-seg", "panther-seg-train", "panther-seg-evaluate", "panther-seg-benchmark", "panther-seg-resources",
-            "panther-seg-cohort")
+            "panther-seg-cohort", "panther-seg-report")
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +63,7 @@ def test_pip_install_puts_only_panther_seg_at_the_top_of_site_packages(installed
             and not p.name.endswith((".dist-info", ".pth"))}
     assert ours == {"panther_seg"}
     assert (site / "panther_seg" / "network" / "segformer3d.py").is_file()
+    assert (site / "panther_seg" / "reporting" / "vendor" / "niivue.umd.js").is_file()  # the report's viewer
 
 
 BLOCKED = {  # command: (a module of its extra, the extra)
@@ -85,7 +86,7 @@ def test_a_command_whose_extra_is_missing_names_the_extra_in_one_line(command):
         f'pip install "panther-seg[{extra}]"']
 
 
-@pytest.mark.parametrize("command", ["segment", "train", "evaluate", "benchmark", "resources"])
+@pytest.mark.parametrize("command", ["segment", "train", "evaluate", "benchmark", "resources", "report"])
 def test_every_command_answers_help(command):
     code = f"import sys; sys.argv = ['x', '--help']; from panther_seg.commands import {command}; raise SystemExit({command}())"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

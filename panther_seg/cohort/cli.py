@@ -306,6 +306,14 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ray.shutdown()
     report(summary, own.output)
+    if args.preview or args.report:
+        from ..reporting.run import after_run
+
+        try:
+            after_run(own.output, args.preview, args.report)
+        except InputError as e:
+            log.error("error: %s", e)
+            return 1
     log.info("driver: %s", peak_memory())
     return 0 if summary.ok else 1
 

@@ -2,7 +2,7 @@
 
 Each row is one axial slice through the tumour: the image, the image with the reference
 (green) and the image with the prediction (red) under the reference outline. Pillow only,
-no plotting library.
+no plotting library; the drawing is ``panther_seg.reporting.overlay``'s.
 """
 from __future__ import annotations
 
@@ -11,12 +11,10 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-REFERENCE_RGB = (0, 220, 0)
-PREDICTION_RGB = (255, 40, 40)
-OVERLAY_ALPHA = 0.45
+from ..reporting.overlay import REFERENCE_RGB, TUMOUR_RGB as PREDICTION_RGB, blend, draw_outline, grey_to_rgb, window_to_uint8
+
 GAP_PX = 4
 LABEL_PX = 12
-WINDOW_PERCENTILES = (0.5, 99.5)
 
 
 def preview_slices(ref: np.ndarray, pred: np.ndarray) -> list[int]:
@@ -34,37 +32,18 @@ def preview_slices(ref: np.ndarray, pred: np.ndarray) -> list[int]:
     return picks or [ref.shape[0] // 2]
 
 
-def window_to_uint8(image: np.ndarray) -> np.ndarray:
-    """Map the robust intensity range of the volume to 0..255 (MRI has no fixed units)."""
-    low, high = np.percentile(image, WINDOW_PERCENTILES)
-    if high <= low:
-        return np.zeros(image.shape, dtype=np.uint8)
-    scaled = (np.asarray(image, dtype=np.float64) - low) / (high - low)
-    return (np.clip(scaled, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def outline(mask: np.ndarray) -> np.ndarray:
-    """Foreground pixels with a background 4-neighbour (the slice border counts as one)."""
-    inner = np.zeros_like(mask)
-    inner[1:-1, 1:-1] = (mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1]
-                         & mask[1:-1, :-2] & mask[1:-1, 2:])
-    return mask & ~inner
-
-
 def overlay(grey: np.ndarray, mask: np.ndarray | None, rgb: Sequence[int],
             contour: np.ndarray | None = None) -> np.ndarray:
     """RGB slice with `mask` blended in `rgb` and outlined, and `contour`'s outline in green.
 
     The reference outline on the prediction panel shows where the two disagree.
     """
-    out = np.repeat(grey[..., None], 3, axis=2).astype(np.float64)
-    if mask is not None and mask.any():
-        colour = np.asarray(rgb, dtype=np.float64)
-        out[mask] = (1.0 - OVERLAY_ALPHA) * out[mask] + OVERLAY_ALPHA * colour
-        out[outline(mask)] = colour
-    if contour is not None and contour.any():
-        out[outline(contour)] = REFERENCE_RGB
-    return out.astype(np.uint8)
+    out = grey_to_rgb(grey)
+    if mask is not None:
+        out = blend(out, mask, rgb)
+    if contour is not None:
+        out = draw_outline(out, contour, REFERENCE_RGB)
+    return out
 
 
 def _panel(rgb: np.ndarray, spacing_yx: Sequence[float]) -> Image.Image:

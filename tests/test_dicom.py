@@ -268,7 +268,7 @@ def test_folders_without_images_and_multi_frame_are_refused(tmp_path):
         ds = pydicom.dcmread(path)
         ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4.1"
         ds.save_as(path)
-    with pytest.raises(InputError, match="Enhanced MR Image Storage"):
+    with pytest.raises(InputError, match="12 instances, 12 of them Enhanced MR Image Storage: a series is read as one multi-frame"):
         read_dicom_series(tmp_path / "enhanced")
 
 

@@ -60,8 +60,9 @@ TEMPORAL_KEYWORDS = ("TemporalPositionIdentifier", "TemporalPositionIndex", "Tri
 # A slice's own attributes: for a frame, found in its functional groups (per-frame over shared).
 SLICE_KEYWORDS = ("ImageOrientationPatient", "PixelSpacing", "ImagePositionPatient", "RescaleSlope", "RescaleIntercept",
                   "StackID", "DimensionIndexValues", *TEMPORAL_KEYWORDS)
-# Dimensions of a multi-frame image that may vary across its frames: space (one stack) and time.
-SPATIAL_DIMENSIONS = {"StackID", "InStackPositionNumber", "ImagePositionPatient"}
+# Dimensions of a multi-frame image that may vary across its frames: space (one stack), time, and
+# the source's InstanceNumber (a Legacy Converted image's frame order; positions are what is checked).
+SPATIAL_DIMENSIONS = {"StackID", "InStackPositionNumber", "ImagePositionPatient", "InstanceNumber"}
 TEMPORAL_DIMENSIONS = {"TemporalPositionIndex", "TemporalPositionIdentifier", "TriggerTime", "TriggerDelayTime",
                        "FrameAcquisitionDateTime", "FrameReferenceDateTime", "AcquisitionTime"}
 

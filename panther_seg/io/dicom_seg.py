@@ -90,6 +90,23 @@ def _plane_positions(source: DicomSeries) -> list[hd.PlanePositionSequence] | No
             for _, position in source.slice_positions()]
 
 
+def _reference_frames_read(seg: hd.seg.Segmentation, source: DicomSeries) -> None:
+    """Point each SEG frame at the source frame that was read at its position: highdicom takes
+    the first source frame there, which in a dynamic multi-frame image may be another time point's."""
+    if not source.frame_numbers:
+        return
+    positions = np.asarray([position for _, position in source.slice_positions()])
+    for item in seg.PerFrameFunctionalGroupsSequence:
+        position = np.asarray([float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient])
+        distances = np.linalg.norm(positions - position, axis=1)
+        nearest = int(np.argmin(distances))
+        if distances[nearest] > POSITION_TOLERANCE_MM:
+            raise ValueError(f"SEG frame at {tuple(position)} matches no source frame that was read")
+        for derivation in item.DerivationImageSequence:
+            for reference in derivation.SourceImageSequence:
+                reference.ReferencedFrameNumber = source.frame_numbers[nearest]
+
+
 def write_dicom_seg(masks: dict[str, sitk.Image], source: DicomSeries, path: Path, algorithm_version: str) -> None:
     """Write ``masks`` ('tumour', and optionally 'pancreas': uint8 {0, 1} on exactly the source
     volume's grid) as one BINARY DICOM SEG at ``path``, atomically (never a partial file)."""
@@ -121,6 +138,7 @@ def write_dicom_seg(masks: dict[str, sitk.Image], source: DicomSeries, path: Pat
         omit_empty_frames=False,
         plane_positions=_plane_positions(source),
     )
+    _reference_frames_read(seg, source)
     with atomic_path(Path(path)) as tmp:
         seg.save_as(tmp)
 

@@ -560,6 +560,7 @@ def test_a_single_frame_file_given_alone_is_refused_with_a_hint(tmp_path):
 def write_two_phases(folder: Path) -> tuple[sitk.Image, sitk.Image, list[Path], list[Path]]:
     """A synthetic dynamic series: a pre-contrast and a brighter arterial time point, one series."""
     pre = smoke_volume()
+    pre.SetOrigin((-31.25, -25.0, -79.0))  # exact in the DICOM files: a reference .mha is on the very same grid
     arterial = sitk.Cast(pre, sitk.sitkInt16) + 150
     uid = generate_uid()
     first = write_mr_series(pre, folder, uid, prefix="T1_", extra=dict(TemporalPositionIdentifier=1, AcquisitionTime="120000",

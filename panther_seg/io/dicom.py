@@ -316,6 +316,25 @@ class _Geometry:
     size: tuple[int, int, int]
 
 
+def _direction(row: np.ndarray, col: np.ndarray) -> np.ndarray:
+    """The volume's direction matrix from ImageOrientationPatient's cosines (stored to a few
+    decimals, so not exactly orthonormal), made orthonormal as GDCM and ITK do it: the column
+    cosine and the slice normal normalised, the row direction their cross product. One matrix
+    for single-frame and multi-frame images alike, so that both give the same grid to the bit."""
+    col = col / np.linalg.norm(col)
+    normal = np.cross(row / np.linalg.norm(row), col)
+    normal = normal / np.linalg.norm(normal)
+    return np.column_stack([np.cross(col, normal), col, normal])
+
+
+def _place(image: sitk.Image, geometry: _Geometry) -> sitk.Image:
+    """The volume on the grid the DICOM patient coordinates give (checked, for a reader's own grid, first)."""
+    image.SetOrigin(tuple(float(v) for v in geometry.origin))
+    image.SetSpacing(tuple(float(v) for v in geometry.spacing))
+    image.SetDirection(tuple(float(v) for v in geometry.direction.ravel()))
+    return image
+
+
 def _check_geometry(uid: str, where: Path, slices: list[_Slice]) -> tuple[list[_Slice], _Geometry]:
     """The slices sorted along the normal, and the grid they form; refuse any irregularity."""
     label = f"series {uid}"
@@ -327,7 +346,8 @@ def _check_geometry(uid: str, where: Path, slices: list[_Slice]) -> tuple[list[_
         raise InputError(first.path, f"ImageOrientationPatient {tuple(orientation)} is not two orthogonal unit vectors")
     if np.any(pixel_spacing <= 0):
         raise InputError(first.path, f"PixelSpacing {tuple(pixel_spacing)} is not positive")
-    normal = np.cross(row, col)
+    direction = _direction(row, col)
+    normal = direction[:, 2]
     size = (int(first.header.Rows), int(first.header.Columns))
     positions = []
     for s in slices:
@@ -370,7 +390,7 @@ def _check_geometry(uid: str, where: Path, slices: list[_Slice]) -> tuple[list[_
     if drift > tolerance:
         raise InputError(where, f"{label} is tilted: slices are not stacked along their normal (a slice is {drift:.3f} mm "
                                 "sideways of the first one's normal; gantry tilt?)")
-    geometry = _Geometry(origin=positions[0], direction=np.column_stack([row, col, normal]),
+    geometry = _Geometry(origin=positions[0], direction=direction,
                          spacing=np.asarray([pixel_spacing[1], pixel_spacing[0], step]),
                          size=(int(first.header.Columns), int(first.header.Rows), len(slices)))
     return slices, geometry
@@ -429,11 +449,7 @@ def _read_frames(uid: str, path: Path, slices: list[_Slice], geometry: _Geometry
                                   apply_presentation_lut=False) for s in slices]
     except (ValueError, TypeError, AttributeError, KeyError, NotImplementedError, RuntimeError, OSError) as e:
         raise InputError(path, f"cannot read series {uid}'s frames: {str(e).splitlines()[0][:160] if str(e) else type(e).__name__}") from None
-    volume = sitk.GetImageFromArray(np.stack(frames))
-    volume.SetOrigin(tuple(geometry.origin))
-    volume.SetSpacing(tuple(geometry.spacing))
-    volume.SetDirection(tuple(geometry.direction.ravel()))
-    return sitk.Cast(volume, pixel_type)
+    return _place(sitk.Cast(sitk.GetImageFromArray(np.stack(frames)), pixel_type), geometry)
 
 
 def _verify_image(uid: str, where: Path, image: sitk.Image, geometry: _Geometry) -> None:
@@ -510,6 +526,7 @@ def read_dicom_series(path: Path, series_uid: str | None = None, budget: MemoryB
         varying = len({_rescale(s) for s in slices}) > 1
         image = _read_with_gdcm(series_uid, where, [s.path for s in slices], [p for p, _ in members], varying_rescale=varying)
     _verify_image(series_uid, where, image, geometry)
+    image = _place(image, geometry)
     if multi_frame:
         return DicomSeries(image=image, uid=series_uid, files=(slices[0].path,), headers=(slices[0].header,),
                            frame_numbers=tuple(int(s.frame) for s in slices))

@@ -151,6 +151,7 @@ def segment(argv: list, capsys) -> None:
     assert code == 0, err
 
 
+@pytest.mark.slow  # three runs of the network: about 25 s on two cores
 def test_an_enhanced_image_gives_the_single_frame_series_mask_through_its_folder_and_its_file(tmp_path, tiny_window_checkpoint, capsys):
     files = write_mr_series(smoke_volume(rotation(20, 0)), tmp_path / "series")
     enhanced = write_enhanced(files, tmp_path / "enhanced" / "scan.dcm")

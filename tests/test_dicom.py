@@ -591,7 +591,7 @@ def test_a_dynamic_series_is_refused_with_its_time_points_and_one_is_chosen(tmp_
 
 
 def test_a_seg_of_one_time_point_references_only_its_instances(tmp_path):
-    _, arterial, first, second = write_two_phases(tmp_path / "dynamic")
+    *_, second = write_two_phases(tmp_path / "dynamic")
     series = read_dicom_series(tmp_path / "dynamic", phase=2)
     write_dicom_seg({"tumour": blob_mask(series.image, (20, 18, 5), 6)}, series, tmp_path / "seg.dcm", algorithm_version="1.0.0")
     seg = hd.seg.segread(tmp_path / "seg.dcm")

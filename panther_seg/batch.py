@@ -36,15 +36,17 @@ DICOM_EXTRA = "pip install 'panther-seg[dicom]'"
 
 @dataclass(frozen=True)
 class DicomCase:
-    """A folder that is a DICOM series: one case, named after the folder (the SeriesInstanceUID
-    is long and means nothing to a user); ``series_uid`` picks one of several series in it."""
+    """A folder that is a DICOM series, or a multi-frame DICOM file: one case, named after the
+    folder or file (the SeriesInstanceUID is long and means nothing to a user); ``series_uid``
+    picks one of several series in it, ``phase`` one time point of a dynamic series."""
 
     folder: Path
     series_uid: str | None = None
+    phase: int | None = None
 
     @property
     def name(self) -> str:
-        return self.folder.name
+        return self.folder.stem if self.folder.is_file() else self.folder.name
 
     def __str__(self) -> str:
         return str(self.folder)
@@ -58,6 +60,15 @@ def is_dicom_folder(path: Path) -> bool:
     """A folder holding DICOM files (False, with the image files' rules, where pydicom is missing)."""
     try:
         from .io.dicom import is_dicom_folder as detect
+    except ImportError:
+        return False
+    return detect(path)
+
+
+def is_dicom_file(path: Path) -> bool:
+    """A DICOM file given as an input (False where pydicom is missing: then ITK's reader decides)."""
+    try:
+        from .io.dicom import is_dicom_file as detect
     except ImportError:
         return False
     return detect(path)
@@ -80,7 +91,7 @@ def read_case(src: Case, budget: MemoryBudget) -> tuple[sitk.Image, DicomSeries 
             from .io.dicom import read_dicom_series
         except ImportError:
             raise InputError(src.folder, f"DICOM input needs pydicom and highdicom ({DICOM_EXTRA})") from None
-        series = read_dicom_series(src.folder, src.series_uid, budget)
+        series = read_dicom_series(src.folder, src.series_uid, budget, src.phase)
         validate_image(series.image, src.folder)
         return series.image, series
     return read_image(src, budget), None
@@ -99,20 +110,22 @@ def segment_file(segmenter: Segmenter, src: Case, dst: OutputPaths | DicomSegPat
     return timings.seconds
 
 
-def batch_inputs(paths: list[Path], series_uid: str | None = None) -> list[Case]:
-    """Image files; a folder that is a DICOM series is one case; any other folder gives its image
-    files and its subfolders that are DICOM series."""
+def batch_inputs(paths: list[Path], series_uid: str | None = None, phase: int | None = None) -> list[Case]:
+    """Image files; a folder that is a DICOM series, or a DICOM file, is one case; any other
+    folder gives its image files and its subfolders that are DICOM series."""
     files: list[Case] = []
     for path in paths:
         if path.is_dir() and is_dicom_folder(path):
-            files.append(DicomCase(path, series_uid))
+            files.append(DicomCase(path, series_uid, phase))
         elif path.is_dir():
             entries = sorted(list_folder(path))
             found: list[Case] = [p for p in entries if p.is_file() and has_image_suffix(p)]
-            found += [DicomCase(p, series_uid) for p in entries if p.is_dir() and is_dicom_folder(p)]
+            found += [DicomCase(p, series_uid, phase) for p in entries if p.is_dir() and is_dicom_folder(p)]
             if not found:
                 raise InputError(path, "folder holds no image file (.mha, .nii, .nii.gz, .nrrd) and no DICOM series folder")
             files += found
+        elif path.is_file() and is_dicom_file(path):
+            files.append(DicomCase(path, series_uid, phase))
         elif path.is_file():
             files.append(path)
         else:
@@ -155,10 +168,10 @@ def _batch_destination(src: Case, out_dir: Path, extras: Extras, dicom_seg: bool
 
 
 def batch_cases(inputs: list[Path], output: Path, extras: Extras, output_format: str = "image",
-                series_uid: str | None = None) -> list[tuple[Case, Destination]]:
+                series_uid: str | None = None, phase: int | None = None) -> list[tuple[Case, Destination]]:
     """Batch mode's cases and where each one's outputs (``extras`` among them) go; bad inputs and
     output choices are refused here, before the network is loaded."""
-    files = batch_inputs(inputs, series_uid)
+    files = batch_inputs(inputs, series_uid, phase)
     return list(zip(files, batch_destinations(files, output, extras, output_format)))
 
 

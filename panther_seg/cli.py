@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="batch mode: a folder for the masks (<case>.<input format>), or the mask's file name for one input "
                    f"(a DICOM SEG when it ends in {DICOM_SEG_SUFFIX})")
     p.add_argument("--series-uid", metavar="UID", help="the DICOM series to segment where an input folder holds several")
+    p.add_argument("--phase", type=int, metavar="K", help="the time point (1-based, in time order) to segment of a dynamic "
+                   "DICOM series (several time points at the same slice positions)")
     p.add_argument("--output-format", choices=OUTPUT_FORMATS, default="image",
                    help="batch mode: image (<case>.<input format>; .mha for DICOM input) or dicom-seg (<case>.dcm, "
                    "DICOM series inputs only; --save-pancreas adds a pancreas segment)")
@@ -92,6 +94,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("-o/--output goes with -i/--input (grand-challenge mode writes under --output-root)")
     if args.series_uid is not None and not args.inputs:
         p.error("--series-uid goes with -i/--input (a DICOM series folder)")
+    if args.phase is not None and not args.inputs:
+        p.error("--phase goes with -i/--input (a DICOM series)")
+    if args.phase is not None and args.phase < 1:
+        p.error("--phase must be at least 1 (time points are numbered from 1)")
     if args.output_format != "image" and not args.inputs:
         p.error("--output-format goes with -i/--input (grand-challenge mode writes .mha)")
     if args.overlap is not None and not 0 <= args.overlap < 1:
@@ -118,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         extras = Extras(probabilities=args.save_probabilities, pancreas=args.save_pancreas)
-        cases = batch_cases(args.inputs, args.output, extras, args.output_format, args.series_uid) if args.inputs else None  # bad inputs refused before the network loads
+        cases = batch_cases(args.inputs, args.output, extras, args.output_format, args.series_uid, args.phase) if args.inputs else None  # bad inputs refused before the network loads
         segmenter = Segmenter.from_resources(args.checkpoint, args.stats, args.device, **vars(options_from(args)))
         settings, preprocessing, resources = segmenter.settings, segmenter.preprocessing, segmenter.resources
         log.info(describe(settings.device))

@@ -14,7 +14,10 @@ pytest.importorskip("pydicom", reason="DICOM support needs requirements-dicom.tx
 hd = pytest.importorskip("highdicom", reason="DICOM support needs requirements-dicom.txt (pip install -e '.[dicom]')")
 
 from conftest import requires_shared  # noqa: E402
-from test_dicom import rotation, smoke_volume, write_mr_series  # noqa: E402
+from dicom_validation import assert_valid_dicom  # noqa: E402
+from test_dicom import (  # noqa: E402
+    NON_SQUARE_SPACING, rotation, smoke_volume, write_enhanced, write_mr_series, write_two_phases,
+)
 from panther_seg.cli import main  # noqa: E402
 from panther_seg.errors import InputError  # noqa: E402
 from panther_seg.io import dicom  # noqa: E402
@@ -59,6 +62,7 @@ def assert_seg_matches(seg_path: Path, series_folder: Path, tumour: sitk.Image, 
     assert all(item.SegmentationAlgorithmIdentificationSequence[0].AlgorithmVersion == version for item in seg.SegmentSequence)
     source_uid = read_dicom_series(series_folder).uid
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source_uid
+    assert_valid_dicom(seg_path, "Segmentation")
 
 
 @pytest.mark.parametrize("direction", [None, rotation(20, 0) @ rotation(10, 2)], ids=["axial", "oblique"])
@@ -140,3 +144,72 @@ def test_the_memory_budget_applies_before_the_voxels_are_read(tmp_path, monkeypa
     with pytest.raises(InputError, match="over the limit of 2 GiB") as caught:
         read_dicom_series(tmp_path / "series", budget=MemoryBudget(2.0))
     assert caught.value.path == tmp_path / "series"
+
+
+def segment(argv: list, capsys) -> None:
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+
+
+@pytest.mark.slow  # three runs of the network: about 25 s on two cores
+def test_an_enhanced_image_gives_the_single_frame_series_mask_through_its_folder_and_its_file(tmp_path, tiny_window_checkpoint, capsys):
+    files = write_mr_series(smoke_volume(rotation(20, 0)), tmp_path / "series")
+    enhanced = write_enhanced(files, tmp_path / "enhanced" / "scan.dcm")
+    common = ["--save-pancreas", "--checkpoint", tiny_window_checkpoint, "--fast"]
+    segment(["-i", tmp_path / "series", "-o", tmp_path / "single.dcm", *common], capsys)
+    segment(["-i", tmp_path / "enhanced", "-o", tmp_path / "by-folder.dcm", *common], capsys)
+    segment(["-i", enhanced, "-o", tmp_path / "by-file", "--output-format", "dicom-seg", *common], capsys)
+    grid = read_dicom_series(tmp_path / "series").image
+    single = read_dicom_seg_masks(tmp_path / "single.dcm", grid)
+    assert single["tumour"].any() and not single["tumour"].all()
+    for seg_path in (tmp_path / "by-folder.dcm", tmp_path / "by-file" / "scan.dcm"):  # a file's case is named after it
+        masks = read_dicom_seg_masks(seg_path, grid)  # on the single-frame series' physical grid, or refused
+        assert all(np.array_equal(masks[name], single[name]) for name in ("tumour", "pancreas"))
+        seg = hd.seg.segread(str(seg_path))
+        assert seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID == \
+            hd.imread(str(enhanced)).SOPInstanceUID
+        assert_valid_dicom(seg_path, "Segmentation")
+    code, _, err = run(["-i", files[0], "-o", tmp_path / "o.dcm", *common], capsys)
+    assert code == 1 and "give the folder of a single-frame series" in one_error_line(err) and not (tmp_path / "o.dcm").exists()
+
+
+def test_phase_segments_one_time_point_of_a_dynamic_series(tmp_path, tiny_window_checkpoint, capsys):
+    _, arterial, _, second = write_two_phases(tmp_path / "dynamic")
+    common = ["--checkpoint", tiny_window_checkpoint, "--fast"]
+    code, _, err = run(["-i", tmp_path / "dynamic", "-o", tmp_path / "o" / "seg.dcm", *common], capsys)
+    line = one_error_line(err)
+    assert code == 1 and "2 time points" in line and "--phase K" in line and files_under(tmp_path / "o") == []
+    sitk.WriteImage(arterial, str(tmp_path / "arterial.mha"))
+    segment(["-i", tmp_path / "arterial.mha", "-o", tmp_path / "arterial_mask.mha", *common], capsys)
+    segment(["-i", tmp_path / "dynamic", "-o", tmp_path / "o" / "seg.dcm", "--phase", "2", *common], capsys)
+    expected = sitk.ReadImage(str(tmp_path / "arterial_mask.mha"))
+    assert sitk.GetArrayViewFromImage(expected).any()
+    assert np.array_equal(read_dicom_seg_masks(tmp_path / "o" / "seg.dcm", expected)["tumour"], sitk.GetArrayFromImage(expected))
+    seg = hd.seg.segread(str(tmp_path / "o" / "seg.dcm"))
+    referenced = {item.ReferencedSOPInstanceUID for item in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+    assert referenced == {hd.imread(str(f)).SOPInstanceUID for f in second}
+    assert_valid_dicom(tmp_path / "o" / "seg.dcm", "Segmentation")
+    code, _, err = run(["-i", tmp_path / "dynamic", "-o", tmp_path / "p" / "seg.dcm", "--phase", "3", *common], capsys)
+    assert code == 1 and "--phase 3 does not exist" in one_error_line(err) and files_under(tmp_path / "p") == []
+    with pytest.raises(SystemExit):
+        main(["-i", str(tmp_path / "dynamic"), "-o", str(tmp_path / "q.dcm"), "--phase", "0"])
+    assert "--phase must be at least 1" in capsys.readouterr().err
+
+
+def test_non_square_pixels_through_the_whole_route(tmp_path, tiny_window_checkpoint, capsys):
+    """The scan written as .mha straight from the source volume (no DICOM reader) is the
+    reference: a PixelSpacing swapped on reading or in the SEG puts the mask on another grid."""
+    source = smoke_volume(spacing=NON_SQUARE_SPACING)
+    source.SetOrigin((-31.25, -25.0, -79.0))  # exact in the DICOM files, as the spacing is
+    write_mr_series(source, tmp_path / "series")
+    sitk.WriteImage(source, str(tmp_path / "scan.mha"))
+    common = ["--save-pancreas", "--checkpoint", tiny_window_checkpoint, "--fast"]
+    segment(["-i", tmp_path / "scan.mha", "-o", tmp_path / "mask.mha", *common], capsys)
+    segment(["-i", tmp_path / "series", "-o", tmp_path / "seg.dcm", *common], capsys)
+    tumour = sitk.ReadImage(str(tmp_path / "mask.mha"))
+    np.testing.assert_allclose(tumour.GetSpacing(), NON_SQUARE_SPACING, atol=1e-6)
+    assert sitk.GetArrayViewFromImage(tumour).any()
+    masks = read_dicom_seg_masks(tmp_path / "seg.dcm", tumour)
+    assert np.array_equal(masks["tumour"], sitk.GetArrayFromImage(tumour))
+    assert np.array_equal(masks["pancreas"], sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "mask_pancreas.mha"))))
+    assert_valid_dicom(tmp_path / "seg.dcm", "Segmentation")

@@ -179,7 +179,7 @@ def run_cohort(inputs: list[Path], output: Path, args: argparse.Namespace, worke
     extras = Extras(probabilities=args.save_probabilities, pancreas=args.save_pancreas)
     if args.output_format != "image":
         raise InputError(output, "the cohort command writes image outputs only: for DICOM SEG use panther-seg")
-    files = batch.batch_inputs(expand_inputs(inputs), args.series_uid)
+    files = batch.batch_inputs(expand_inputs(inputs), args.series_uid, args.phase)
     destinations = batch.batch_destinations(files, output, extras)
     output.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(output, destinations)

@@ -60,20 +60,46 @@ def _check_mask(name: str, mask: sitk.Image, reference: sitk.Image) -> np.ndarra
 
 
 def _source_slice_indices(source: DicomSeries) -> list[int]:
-    """For each source instance, the z index of the volume's slice at its position."""
+    """For each source instance (or frame of a multi-frame source), the z index of the volume's
+    slice at its position."""
     image = source.image
     indices = []
-    for path, ds in zip(source.files, source.headers):
-        position = [float(v) for v in ds.ImagePositionPatient]
-        index = np.asarray(image.TransformPhysicalPointToContinuousIndex(position))
+    for name, position in source.slice_positions():
+        index = np.asarray(image.TransformPhysicalPointToContinuousIndex(tuple(float(v) for v in position)))
         z = int(round(index[2]))
         offset = np.asarray(image.TransformIndexToPhysicalPoint((0, 0, z))) - position if 0 <= z < image.GetSize()[2] else None
         if offset is None or np.linalg.norm(offset) > POSITION_TOLERANCE_MM:
-            raise ValueError(f"{path.name}: its ImagePositionPatient {tuple(position)} is no slice of the source volume")
+            raise ValueError(f"{name}: its ImagePositionPatient {tuple(position)} is no slice of the source volume")
         indices.append(z)
     if sorted(indices) != list(range(image.GetSize()[2])):
         raise ValueError("the source instances do not cover the volume's slices one to one")
     return indices
+
+
+def _plane_positions(source: DicomSeries) -> list[hd.PlanePositionSequence] | None:
+    """A multi-frame source's frames, one per SEG frame (highdicom finds the source frame of each
+    by its position); None for single-frame sources, whose instances highdicom matches itself."""
+    if not source.frame_numbers:
+        return None
+    return [hd.PlanePositionSequence(hd.CoordinateSystemNames.PATIENT, [float(v) for v in position])
+            for _, position in source.slice_positions()]
+
+
+def _reference_frames_read(seg: hd.seg.Segmentation, source: DicomSeries) -> None:
+    """Point each SEG frame at the source frame that was read at its position: highdicom takes
+    the first source frame there, which in a dynamic multi-frame image may be another time point's."""
+    if not source.frame_numbers:
+        return
+    positions = np.asarray([position for _, position in source.slice_positions()])
+    for item in seg.PerFrameFunctionalGroupsSequence:
+        position = np.asarray([float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient])
+        distances = np.linalg.norm(positions - position, axis=1)
+        nearest = int(np.argmin(distances))
+        if distances[nearest] > POSITION_TOLERANCE_MM:
+            raise ValueError(f"SEG frame at {tuple(position)} matches no source frame that was read")
+        for derivation in item.DerivationImageSequence:
+            for reference in derivation.SourceImageSequence:
+                reference.ReferencedFrameNumber = source.frame_numbers[nearest]
 
 
 def write_dicom_seg(masks: dict[str, sitk.Image], source: DicomSeries, path: Path, algorithm_version: str,
@@ -88,7 +114,7 @@ def write_dicom_seg(masks: dict[str, sitk.Image], source: DicomSeries, path: Pat
         raise ValueError(f"unknown mask name(s) {unknown}; expected {list(SEGMENT_ORDER)}")
     names = [n for n in SEGMENT_ORDER if n in masks]
     stacked = np.stack([_check_mask(n, masks[n], source.image) for n in names], axis=-1)  # (z, rows, columns, segments)
-    pixels = stacked[_source_slice_indices(source)]  # frame i is source.headers[i]'s slice
+    pixels = stacked[_source_slice_indices(source)]  # frame i is source.headers[i]'s (or frame_numbers[i]'s) slice
     first = source.headers[0]
     seg = hd.seg.Segmentation(
         source_images=list(source.headers),
@@ -107,7 +133,9 @@ def write_dicom_seg(masks: dict[str, sitk.Image], source: DicomSeries, path: Pat
         content_description="Pancreatic tumour segmentation",
         series_description="PANTHER segmentation",
         omit_empty_frames=False,
+        plane_positions=_plane_positions(source),
     )
+    _reference_frames_read(seg, source)
     with atomic_path(Path(path)) as tmp:
         seg.save_as(tmp)
     return seg

@@ -151,7 +151,7 @@ def batch_destinations(files: list[Case], output: Path | str, extras: Extras,
             raise InputError(output, "a DICOM SEG holds masks only: --save-probabilities needs an image output")
         for f in files:
             if not isinstance(f, DICOM_CASES):
-                raise InputError(f, "a DICOM SEG output needs a DICOM series input (a folder of DICOM files or a DICOMweb URL)")
+                raise InputError(f, "a DICOM SEG output needs a DICOM series input (a folder of DICOM files)")
     if is_mask_path(output) or is_dicom_seg_path(output):
         if len(files) != 1:
             raise InputError(output, f"names one mask file, but {len(files)} images were given: use a folder")

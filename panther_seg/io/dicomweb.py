@@ -123,13 +123,13 @@ class StoredSeg:
         return f"{', '.join(p.name for p in files)} stored on {self.base}"
 
 
-def credentials(base: str, user: str | None) -> tuple[str, str] | None:
+def credentials(base: str, user: str | None, where: str | None = None) -> tuple[str, str] | None:
     """``user`` with the password from ``$PANTHER_DICOMWEB_PASSWORD``; else the netrc file's entry
-    for the host (or its ``default``); else none."""
+    for the host (or its ``default``); else none. ``where`` (default ``base``) names the refusal."""
     if user is not None:
         password = os.environ.get(DICOMWEB_PASSWORD_ENV)
         if not password:
-            raise InputError(base, f"--dicomweb-user needs the password in ${DICOMWEB_PASSWORD_ENV} "
+            raise InputError(where or base, f"--dicomweb-user needs the password in ${DICOMWEB_PASSWORD_ENV} "
                                    "(never on the command line)")
         return user, password
     path = Path(os.environ["NETRC"]) if os.environ.get("NETRC") else Path.home() / ".netrc"
@@ -147,7 +147,7 @@ def credentials(base: str, user: str | None) -> tuple[str, str] | None:
     return login or "", password or ""
 
 
-def _client(base: str, user: str | None) -> DICOMwebClient:
+def _client(base: str, user: str | None, where: str | None = None) -> DICOMwebClient:
     try:
         import requests
         from dicomweb_client import DICOMwebClient
@@ -155,7 +155,7 @@ def _client(base: str, user: str | None) -> DICOMwebClient:
         raise InputError(base, f"DICOMweb needs dicomweb-client ({DICOMWEB_EXTRA})") from None
     session = requests.Session()
     session.trust_env = False  # the credentials are the ones chosen here, never requests' own netrc lookup
-    session.auth = credentials(base, user)
+    session.auth = credentials(base, user, where)
     client = DICOMwebClient(base, session=session, timeout=DICOMWEB_TIMEOUT_S)
     client.set_http_retry_params(retry=False)  # a refusal is reported at once, not after minutes of back-off
     return client
@@ -213,7 +213,7 @@ def resolve_case(url: str, series_uid: str | None = None, user: str | None = Non
     study, in_url = match["study"], match["series"]
     if in_url and series_uid and series_uid != in_url:
         raise InputError(url, f"--series-uid {series_uid} differs from the series in the URL")
-    client = _client(base, user)
+    client = _client(base, user, url)
     fields = ["SeriesDescription", "NumberOfSeriesRelatedInstances"]
     wanted = in_url or series_uid
     found = _http(url, base, "looking up the study's series", lambda: client.search_for_series(
@@ -254,7 +254,7 @@ def read_dicomweb_series(case: DicomWebCase, budget: MemoryBudget | None = None)
     read there as a local series folder is; refusals name the URL."""
     from .dicom import read_dicom_series
 
-    client = _client(case.base, case.user)
+    client = _client(case.base, case.user, case.url)
     folder = Path(tempfile.mkdtemp(prefix="panther-wado-"))
     try:
         instances: Iterator[Any] = _http(case.url, case.base, "fetching the series", lambda: client.iter_series(case.study_uid, case.series_uid))

@@ -22,7 +22,7 @@ from .io.outputs import (
     DICOM_SEG_SUFFIX, DicomSegPaths, OutputPaths, batch_outputs, check_outputs, is_dicom_seg_path, is_mask_path,
     outputs_beside, write_outputs,
 )
-from .results import Extras, Timings
+from .results import Extras, Segmentation, Timings
 from .system.memory import MemoryBudget
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ def segment_file(segmenter: Segmenter, src: Case, dst: Destination) -> dict[str,
     return timings.seconds
 
 
-def write_case(segmentation: Any, dst: Destination, series: DicomSeries | None) -> str:
+def write_case(segmentation: Segmentation, dst: Destination, series: DicomSeries | None) -> str:
     """The case's outputs written (to a DICOMweb server: written locally first, then stored);
     what was written, for the log."""
     if isinstance(dst, StoredSeg):

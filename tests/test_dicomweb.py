@@ -4,6 +4,7 @@ read back from the server equal, voxel for voxel and in geometry, to the local f
 SEG; bad servers, credentials, UIDs and series refused in one line with nothing stored."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -81,19 +82,22 @@ def frame_geometry(path: Path) -> tuple:
             sorted(frames), seg.ReferencedSeriesSequence[0].SeriesInstanceUID)
 
 
-def test_a_series_segmented_by_url_stores_the_same_seg_as_the_local_route(pacs, tmp_path, tiny_window_checkpoint, capsys, monkeypatch):
-    files = write_mr_series(smoke_volume(), tmp_path / "series", "1.2.826.0.1.3680043.8.498.10")
+def local_route(pacs: orthanc.Orthanc, tmp_path: Path, series_uid: str, checkpoint: Path, capsys) -> tuple[list[Path], Path, list[str]]:
+    """A series written, uploaded, and segmented from its folder: the files, the reference SEG, the options."""
+    files = write_mr_series(smoke_volume(), tmp_path / "series", series_uid)
     pacs.upload(files)
-    reference = read_dicom_series(tmp_path / "series").image
-    common = ["--save-pancreas", "--checkpoint", tiny_window_checkpoint, "--fast"]
+    common = ["--save-pancreas", "--checkpoint", checkpoint, "--fast"]
     code, _, err = run(["-i", tmp_path / "series", "-o", tmp_path / "local" / "seg.dcm"] + common, capsys)
     assert code == 0, err
-    local = tmp_path / "local" / "seg.dcm"
-    local_masks = read_dicom_seg_masks(local, reference)
-    assert local_masks["tumour"].any()  # a real comparison, not two empty masks
+    return files, tmp_path / "local" / "seg.dcm", common
 
-    url = series_url(pacs, "1.2.826.0.1.3680043.8.498.10")
-    code, out, err = run(["-i", url, "-o", pacs.dicomweb] + common, capsys)  # credentials from $NETRC
+
+def test_a_series_segmented_by_url_stores_the_same_seg_as_the_local_route(pacs, tmp_path, small_checkpoint, capsys):
+    files, local, common = local_route(pacs, tmp_path, "1.2.826.0.1.3680043.8.498.10", small_checkpoint, capsys)
+    reference = read_dicom_series(tmp_path / "series").image
+    local_masks = read_dicom_seg_masks(local, reference)
+    assert local_masks["tumour"].any() and local_masks["pancreas"].any()  # a real comparison, not empty masks
+    code, out, err = run(["-i", series_url(pacs, "1.2.826.0.1.3680043.8.498.10"), "-o", pacs.dicomweb] + common, capsys)  # credentials from $NETRC
     assert code == 0, err
     assert f"stored on {pacs.dicomweb}" in out
     assert pacs.instance_count() == len(files) + 1
@@ -103,18 +107,22 @@ def test_a_series_segmented_by_url_stores_the_same_seg_as_the_local_route(pacs, 
         assert np.array_equal(stored_masks[name], local_masks[name])
     assert np.array_equal(hd.seg.segread(str(stored)).pixel_array, hd.seg.segread(str(local)).pixel_array)
     assert frame_geometry(stored) == frame_geometry(local)
+    assert orthanc.PASSWORD not in out + err
 
-    # the same URL to a local folder, with the user named and the password in the environment
+
+def test_a_url_to_a_local_folder_with_the_user_named(pacs, tmp_path, small_checkpoint, capsys, monkeypatch):
+    files, local, common = local_route(pacs, tmp_path, "1.2.826.0.1.3680043.8.498.11", small_checkpoint, capsys)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     monkeypatch.setenv(DICOMWEB_PASSWORD_ENV, orthanc.PASSWORD)
-    code, out, err = run(["-i", url, "-o", tmp_path / "out", "--dicomweb-user", orthanc.USER,
-                          "--output-format", "dicom-seg"] + common, capsys)
+    code, out, err = run(["-i", series_url(pacs, "1.2.826.0.1.3680043.8.498.11"), "-o", tmp_path / "out",
+                          "--dicomweb-user", orthanc.USER, "--output-format", "dicom-seg"] + common, capsys)
     assert code == 0, err
-    named = tmp_path / "out" / "1.2.826.0.1.3680043.8.498.10.dcm"  # the case is named by its SeriesInstanceUID
+    named = tmp_path / "out" / "1.2.826.0.1.3680043.8.498.11.dcm"  # the case is named by its SeriesInstanceUID
     assert files_under(tmp_path / "out") == [named]
     assert np.array_equal(hd.seg.segread(str(named)).pixel_array, hd.seg.segread(str(local)).pixel_array)
+    assert frame_geometry(named) == frame_geometry(local)
     assert orthanc.PASSWORD not in out + err
-    assert pacs.instance_count() == len(files) + 1  # nothing stored by a run to a folder
+    assert pacs.instance_count() == len(files)  # nothing stored by a run to a folder
 
 
 def test_a_study_url_gives_its_one_mr_series_else_a_list(pacs, tmp_path):
@@ -206,3 +214,32 @@ def test_credentials_in_a_url_are_refused_without_showing_them(tmp_path, small_c
     assert code == 1 and "credentials in a URL end up in logs" in line
     assert orthanc.PASSWORD not in out + err and orthanc.USER not in out + err
     assert files_under(tmp_path / "out") == []
+
+
+@pytest.mark.slow
+def test_the_cohort_segments_series_urls_from_a_csv(pacs, tmp_path, small_checkpoint, capsys):
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[cohort]' or '.[dev]')")
+    from conftest import ROOT
+    from panther_seg.cohort.cli import parse_args, run_cohort
+    from panther_seg.cohort.manifest import MANIFEST_NAME
+
+    pacs.upload(write_mr_series(smoke_volume(), tmp_path / "mr", "1.2.826.0.1.3680043.8.498.61"))
+    url = series_url(pacs, "1.2.826.0.1.3680043.8.498.61")
+    (tmp_path / "cases.csv").write_text(f"series\n{url}\n")
+    options = ["--checkpoint", str(small_checkpoint), "--fast"]
+    code, _, err = run(["-i", tmp_path / "mr", "-o", tmp_path / "local.mha"] + options, capsys)
+    assert code == 0, err
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,  # workers find the credentials as the driver does
+             runtime_env={"env_vars": {"NETRC": os.environ["NETRC"], "PYTHONPATH": str(ROOT)}})
+    try:
+        own, args = parse_args([str(tmp_path / "cases.csv"), "-o", str(tmp_path / "cohort")] + options)
+        summary = run_cohort(own.inputs, own.output, args, workers=1)
+    finally:
+        ray.shutdown()
+    assert summary.ok and summary.counts["done"] == 1
+    assert summary.rows[0].input == url
+    written = sitk.ReadImage(str(tmp_path / "cohort" / "1.2.826.0.1.3680043.8.498.61.mha"))
+    local = sitk.ReadImage(str(tmp_path / "local.mha"))
+    assert np.array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(local))
+    assert written.GetOrigin() == local.GetOrigin() and written.GetSpacing() == local.GetSpacing()
+    assert (tmp_path / "cohort" / MANIFEST_NAME).is_file()

@@ -5,6 +5,7 @@ SEG; bad servers, credentials, UIDs and series refused in one line with nothing 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -243,3 +244,21 @@ def test_the_cohort_segments_series_urls_from_a_csv(pacs, tmp_path, small_checkp
     assert np.array_equal(sitk.GetArrayFromImage(written), sitk.GetArrayFromImage(local))
     assert written.GetOrigin() == local.GetOrigin() and written.GetSpacing() == local.GetSpacing()
     assert (tmp_path / "cohort" / MANIFEST_NAME).is_file()
+
+
+def test_what_is_written_beside_the_seg_is_stored_with_it(pacs, tmp_path):
+    """An SR written beside the SEG (``<case>_sr.dcm``) goes to the server in the same STOW-RS
+    request; the hidden temporaries of an atomic write do not."""
+    from panther_seg.io.dicomweb import StoredSeg, check_store
+
+    first, second = write_mr_series(smoke_volume(), tmp_path / "mr", "1.2.826.0.1.3680043.8.498.71")[:2]
+
+    def write(paths):
+        assert paths.tumour.name == "case.dcm" and paths.pancreas_segment
+        shutil.copy(first, paths.tumour)
+        shutil.copy(second, paths.tumour.with_name("case_sr.dcm"))
+        (paths.tumour.parent / ".tmp_x_case.dcm").write_bytes(b"half a file")
+
+    written = StoredSeg(check_store(pacs.dicomweb), "case", pancreas_segment=True).store(write)
+    assert written == f"case.dcm, case_sr.dcm stored on {pacs.dicomweb}"
+    assert pacs.instance_count() == 2

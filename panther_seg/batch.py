@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import SimpleITK as sitk
 
 from .errors import InputError
+from .io.dicomweb import DicomWebCase, StoredSeg, check_store, is_url, read_dicomweb_series, resolve_case
 from .io.images import has_image_suffix, list_folder, read_image, validate_image
 from .io.outputs import (
     DICOM_SEG_SUFFIX, DicomSegPaths, OutputPaths, batch_outputs, check_outputs, is_dicom_seg_path, is_mask_path,
     outputs_beside, write_outputs,
 )
 from .contract.model_provenance import model_provenance
-from .results import Extras, Timings
+from .results import Extras, ModelProvenance, Segmentation, Timings
 from .system.memory import MemoryBudget
 
 if TYPE_CHECKING:
@@ -52,8 +53,9 @@ class DicomCase:
         return str(self.folder)
 
 
-Case = Path | DicomCase
-Destination = OutputPaths | DicomSegPaths
+Case = Path | DicomCase | DicomWebCase
+Destination = OutputPaths | DicomSegPaths | StoredSeg
+DICOM_CASES = (DicomCase, DicomWebCase)  # a DICOM SEG output references their series
 
 
 def is_dicom_folder(path: Path) -> bool:
@@ -94,10 +96,14 @@ def read_case(src: Case, budget: MemoryBudget) -> tuple[sitk.Image, DicomSeries 
         series = read_dicom_series(src.folder, src.series_uid, budget, src.phase)
         validate_image(series.image, src.folder)
         return series.image, series
+    if isinstance(src, DicomWebCase):
+        series = read_dicomweb_series(src, budget)
+        validate_image(series.image, src.url)
+        return series.image, series
     return read_image(src, budget), None
 
 
-def segment_file(segmenter: Segmenter, src: Case, dst: OutputPaths | DicomSegPaths) -> dict[str, float]:
+def segment_file(segmenter: Segmenter, src: Case, dst: Destination) -> dict[str, float]:
     timings = Timings()
     check_outputs(dst)
     with timings.stage("read"):
@@ -105,17 +111,29 @@ def segment_file(segmenter: Segmenter, src: Case, dst: OutputPaths | DicomSegPat
     log.info(describe_image(src, image))
     segmentation = segmenter.run(image, timings, case_source(src))
     with timings.stage("write"):
-        written = write_outputs(segmentation, dst, series, model_provenance(segmenter.resources))
-    log.info("wrote %s", ", ".join(str(p) for p in written))
+        written = write_case(segmentation, dst, series, model_provenance(segmenter.resources))
+    log.info("wrote %s", written)
     return timings.seconds
 
 
-def batch_inputs(paths: list[Path], series_uid: str | None = None, phase: int | None = None) -> list[Case]:
+def write_case(segmentation: Segmentation, dst: Destination, series: DicomSeries | None, model: ModelProvenance | None) -> str:
+    """The case's outputs written (to a DICOMweb server: written locally first, then stored);
+    what was written, for the log."""
+    if isinstance(dst, StoredSeg):
+        return dst.store(lambda paths: write_outputs(segmentation, paths, series, model))
+    return ", ".join(str(p) for p in write_outputs(segmentation, dst, series, model))
+
+
+def batch_inputs(paths: list[Path | str], series_uid: str | None = None, phase: int | None = None,
+                 dicomweb_user: str | None = None) -> list[Case]:
     """Image files; a folder that is a DICOM series, or a DICOM file, is one case; any other
-    folder gives its image files and its subfolders that are DICOM series."""
+    folder gives its image files and its subfolders that are DICOM series; a DICOMweb study or
+    series URL is one case."""
     files: list[Case] = []
     for path in paths:
-        if path.is_dir() and is_dicom_folder(path):
+        if is_url(path):
+            files.append(resolve_case(path, series_uid, dicomweb_user))
+        elif path.is_dir() and is_dicom_folder(path):
             files.append(DicomCase(path, series_uid, phase))
         elif path.is_dir():
             entries = sorted(list_folder(path))
@@ -133,10 +151,13 @@ def batch_inputs(paths: list[Path], series_uid: str | None = None, phase: int | 
     return files
 
 
-def batch_destinations(files: list[Case], output: Path, extras: Extras,
-                       output_format: str = "image") -> list[OutputPaths | DicomSegPaths]:
-    """One input and ``-o`` naming an image or .dcm file: that file; else ``-o`` is a folder.
-    A DICOM SEG references its source series, so any other input is refused here, before any work."""
+def batch_destinations(files: list[Case], output: Path | str, extras: Extras,
+                       output_format: str = "image", dicomweb_user: str | None = None) -> list[Destination]:
+    """One input and ``-o`` naming an image or .dcm file: that file; a DICOMweb URL: each SEG
+    stored there; else ``-o`` is a folder. A DICOM SEG references its source series, so any
+    other input is refused here, before any work."""
+    if is_url(output):
+        return _stored_destinations(files, output, extras, dicomweb_user)
     dicom_seg = output_format == "dicom-seg" or is_dicom_seg_path(output)
     if dicom_seg:
         if is_mask_path(output):
@@ -144,13 +165,16 @@ def batch_destinations(files: list[Case], output: Path, extras: Extras,
         if extras.probabilities:
             raise InputError(output, "a DICOM SEG holds masks only: --save-probabilities needs an image output")
         for f in files:
-            if not isinstance(f, DicomCase):
+            if not isinstance(f, DICOM_CASES):
                 raise InputError(f, "a DICOM SEG output needs a DICOM series input (a folder of DICOM files)")
     if is_mask_path(output) or is_dicom_seg_path(output):
         if len(files) != 1:
             raise InputError(output, f"names one mask file, but {len(files)} images were given: use a folder")
         return [DicomSegPaths(output, extras.pancreas) if dicom_seg else outputs_beside(output, extras)]
-    destinations = [_batch_destination(f, output, extras, dicom_seg) for f in files]
+    return _distinct(output, [_batch_destination(f, output, extras, dicom_seg) for f in files])
+
+
+def _distinct(output: Path | str, destinations: list[Destination]) -> list[Destination]:
     names = [d.tumour.name for d in destinations]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -158,21 +182,33 @@ def batch_destinations(files: list[Case], output: Path, extras: Extras,
     return destinations
 
 
+def _stored_destinations(files: list[Case], url: str, extras: Extras, dicomweb_user: str | None) -> list[Destination]:
+    """``-o URL``: one DICOM SEG per DICOM series input, stored on that DICOMweb server (checked first)."""
+    if extras.probabilities:
+        raise InputError(url, "a DICOMweb server receives a DICOM SEG, which holds masks only: --save-probabilities needs an image output")
+    for f in files:
+        if not isinstance(f, DICOM_CASES):
+            raise InputError(f, "a DICOMweb output receives a DICOM SEG, which needs a DICOM series input (a folder of DICOM files or a DICOMweb URL)")
+    base = check_store(url, dicomweb_user)
+    return _distinct(url, [StoredSeg(base, f.name, extras.pancreas, dicomweb_user) for f in files])
+
+
 def _batch_destination(src: Case, out_dir: Path, extras: Extras, dicom_seg: bool) -> OutputPaths | DicomSegPaths:
     """``<case>.dcm`` for a DICOM SEG; a DICOM case's image outputs are .mha (grand-challenge's format)."""
-    if isinstance(src, DicomCase):
+    if isinstance(src, DICOM_CASES):
         if dicom_seg:
             return DicomSegPaths(out_dir / (src.name + DICOM_SEG_SUFFIX), extras.pancreas)
         return outputs_beside(out_dir / (src.name + ".mha"), extras)
     return batch_outputs(src, out_dir, extras)
 
 
-def batch_cases(inputs: list[Path], output: Path, extras: Extras, output_format: str = "image",
-                series_uid: str | None = None, phase: int | None = None) -> list[tuple[Case, Destination]]:
+def batch_cases(inputs: list[Path | str], output: Path | str, extras: Extras, output_format: str = "image",
+                series_uid: str | None = None, phase: int | None = None,
+                dicomweb_user: str | None = None) -> list[tuple[Case, Destination]]:
     """Batch mode's cases and where each one's outputs (``extras`` among them) go; bad inputs and
     output choices are refused here, before the network is loaded."""
-    files = batch_inputs(inputs, series_uid, phase)
-    return list(zip(files, batch_destinations(files, output, extras, output_format)))
+    files = batch_inputs(inputs, series_uid, phase, dicomweb_user)
+    return list(zip(files, batch_destinations(files, output, extras, output_format, dicomweb_user)))
 
 
 def run_batch(segmenter: Segmenter, cases: list[tuple[Case, Destination]], output: Path,
@@ -269,8 +305,8 @@ def overlapped_cases(segmenter: Segmenter, cases: list[tuple[Case, Destination]]
     def write(case: InFlight) -> None:
         segmentation = segmenter.finish(case.image, case.prepared, *case.probabilities, case.timings, segmenter.extras)
         with case.timings.stage("write"):
-            written = write_outputs(segmentation, case.dst, case.series, model_provenance(segmenter.resources))
-        log.info("wrote %s", ", ".join(str(p) for p in written))
+            written = write_case(segmentation, case.dst, case.series, model_provenance(segmenter.resources))
+        log.info("wrote %s", written)
 
     def reader() -> None:
         for src, dst in cases:

@@ -19,6 +19,7 @@ from .errors import InputError
 from .inference.options import Options, describe_departures
 from .inference.pipeline import Segmenter, peak_memory
 from .io.grand_challenge import GC_INPUT_ROOT, GC_OUTPUT_NAME, GC_OUTPUT_ROOT, GC_OUTPUT_SUBDIR, find_gc_input, gc_outputs
+from .io.dicomweb import location
 from .io.outputs import DICOM_SEG_SUFFIX
 from .results import Extras
 from .system.device import describe
@@ -52,14 +53,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--input-root", type=Path, default=GC_INPUT_ROOT, help="grand-challenge input root (default /input)")
     p.add_argument("--output-root", type=Path, default=GC_OUTPUT_ROOT, help="grand-challenge output root (default /output)")
-    p.add_argument("-i", "--input", "--batch", dest="inputs", nargs="+", type=Path, metavar="PATH",
-                   help="batch mode: image files and/or folders of images")
-    p.add_argument("-o", "--output", "--output-dir", dest="output", type=Path, metavar="PATH",
+    p.add_argument("-i", "--input", "--batch", dest="inputs", nargs="+", type=location, metavar="PATH",
+                   help="batch mode: image files and/or folders of images, or DICOMweb study or series URLs (docs/dicom-pacs.md)")
+    p.add_argument("-o", "--output", "--output-dir", dest="output", type=location, metavar="PATH",
                    help="batch mode: a folder for the masks (<case>.<input format>), or the mask's file name for one input "
-                   f"(a DICOM SEG when it ends in {DICOM_SEG_SUFFIX})")
+                   f"(a DICOM SEG when it ends in {DICOM_SEG_SUFFIX}), or a DICOMweb base URL to store each DICOM SEG on")
     p.add_argument("--series-uid", metavar="UID", help="the DICOM series to segment where an input folder holds several")
     p.add_argument("--phase", type=int, metavar="K", help="the time point (1-based, in time order) to segment of a dynamic "
                    "DICOM series (several time points at the same slice positions)")
+    p.add_argument("--dicomweb-user", metavar="USER", help="DICOMweb user, the password in $PANTHER_DICOMWEB_PASSWORD "
+                   "(default: the netrc file's entry for the server)")
     p.add_argument("--output-format", choices=OUTPUT_FORMATS, default="image",
                    help="batch mode: image (<case>.<input format>; .mha for DICOM input) or dicom-seg (<case>.dcm, "
                    "DICOM series inputs only; --save-pancreas adds a pancreas segment)")
@@ -124,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         extras = Extras(probabilities=args.save_probabilities, pancreas=args.save_pancreas)
-        cases = batch_cases(args.inputs, args.output, extras, args.output_format, args.series_uid, args.phase) if args.inputs else None  # bad inputs refused before the network loads
+        cases = batch_cases(args.inputs, args.output, extras, args.output_format, args.series_uid, args.phase, args.dicomweb_user) if args.inputs else None  # bad inputs refused before the network loads
         segmenter = Segmenter.from_resources(args.checkpoint, args.stats, args.device, **vars(options_from(args)))
         settings, preprocessing, resources = segmenter.settings, segmenter.preprocessing, segmenter.resources
         log.info(describe(settings.device))

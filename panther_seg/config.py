@@ -59,3 +59,7 @@ RUNTIME_RESERVE_GIB = 2.0  # interpreter, torch, the network before any image (1
 INPUT_WORKING_BYTES_PER_VOXEL = 6  # per input voxel beyond its own bytes: float32 copy, mask, flags
 TARGET_BYTES_PER_VOXEL = 48  # per network-grid voxel: z-score temporaries, the volume and its flipped copy, MONAI's weights
 MEMBER_BYTES_PER_VOXEL = 64  # and per ensemble member: MONAI's stitched logits, their flip back, the sum, softmax (3 x 4 B each)
+
+# DICOMweb (panther_seg/io/dicomweb.py): the password for --dicomweb-user comes from this variable only
+DICOMWEB_PASSWORD_ENV = "PANTHER_DICOMWEB_PASSWORD"
+DICOMWEB_TIMEOUT_S = 60.0  # per HTTP request to the PACS (connect and each read)

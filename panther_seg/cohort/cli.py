@@ -28,6 +28,7 @@ from .. import batch, cli
 from ..errors import InputError
 from ..inference.pipeline import peak_memory
 from ..results import Extras
+from ..io.dicomweb import is_url, location
 from ..io.images import has_image_suffix
 from ..io.outputs import OutputPaths, is_mask_path
 from ..io.files import TEMPORARY_PREFIX
@@ -50,8 +51,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Nam
         epilog="Every other option is panther-seg's (--fast, --checkpoint, --save-pancreas, --device, ...; "
         "see panther-seg --help) and means the same here.",
     )
-    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
-                   help="image files, folders of images, or .csv files listing image paths (first column)")
+    p.add_argument("inputs", nargs="+", type=location, metavar="INPUT",
+                   help="image files, folders of images, DICOMweb series URLs, or .csv files listing image paths or series URLs (first column)")
     p.add_argument("-o", "--output", "--output-dir", dest="output", type=Path, required=True, metavar="OUT",
                    help="folder for the outputs and manifest.csv (shared by every node of a cluster)")
     p.add_argument("--address", help="Ray cluster to join (ray start --head prints it; 'auto' finds a local one); "
@@ -75,12 +76,12 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, argparse.Nam
     return own, cli.parse_args(rest)
 
 
-def expand_inputs(paths: list[Path]) -> list[Path]:
-    """CSV files replaced by the image paths in their first column (relative to the CSV's
-    folder; a header row that names no image is skipped); everything else as given."""
-    out: list[Path] = []
+def expand_inputs(paths: list[Path | str]) -> list[Path | str]:
+    """CSV files replaced by the image paths or DICOMweb URLs in their first column (paths
+    relative to the CSV's folder; a header row that names no image is skipped); everything else as given."""
+    out: list[Path | str] = []
     for path in paths:
-        if path.suffix.lower() != ".csv" or not path.is_file():
+        if is_url(path) or path.suffix.lower() != ".csv" or not path.is_file():
             out.append(path)
             continue
         try:
@@ -88,11 +89,11 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
                 cells = [row[0].strip() for row in csv.reader(f) if row and row[0].strip()]
         except (OSError, UnicodeDecodeError, csv.Error) as e:
             raise InputError(path, f"cannot read the list of images: {e}") from None
-        if cells and not has_image_suffix(Path(cells[0])) and not (path.parent / cells[0]).is_dir():
+        if cells and not is_url(cells[0]) and not has_image_suffix(Path(cells[0])) and not (path.parent / cells[0]).is_dir():
             cells = cells[1:]
         if not cells:
             raise InputError(path, "lists no image")
-        out += [p if p.is_absolute() else path.parent / p for p in map(Path, cells)]
+        out += [c if is_url(c) else Path(c) if Path(c).is_absolute() else path.parent / c for c in cells]
     return out
 
 
@@ -179,7 +180,7 @@ def run_cohort(inputs: list[Path], output: Path, args: argparse.Namespace, worke
     extras = Extras(probabilities=args.save_probabilities, pancreas=args.save_pancreas)
     if args.output_format != "image":
         raise InputError(output, "the cohort command writes image outputs only: for DICOM SEG use panther-seg")
-    files = batch.batch_inputs(expand_inputs(inputs), args.series_uid, args.phase)
+    files = batch.batch_inputs(expand_inputs(inputs), args.series_uid, args.phase, args.dicomweb_user)
     destinations = batch.batch_destinations(files, output, extras)
     output.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(output, destinations)

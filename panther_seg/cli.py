@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--input-root", type=Path, default=GC_INPUT_ROOT, help="grand-challenge input root (default /input)")
     p.add_argument("--output-root", type=Path, default=GC_OUTPUT_ROOT, help="grand-challenge output root (default /output)")
     p.add_argument("-i", "--input", "--batch", dest="inputs", nargs="+", type=location, metavar="PATH",
-                   help="batch mode: image files and/or folders of images, or DICOMweb study or series URLs (docs/dicom-pacs.md)")
+                   help="batch mode: image files and/or folders of images, or DICOMweb study or series URLs (docs/dicom.md)")
     p.add_argument("-o", "--output", "--output-dir", dest="output", type=location, metavar="PATH",
                    help="batch mode: a folder for the masks (<case>.<input format>), or the mask's file name for one input "
                    f"(a DICOM SEG when it ends in {DICOM_SEG_SUFFIX}), or a DICOMweb base URL to store each DICOM SEG on")

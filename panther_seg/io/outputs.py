@@ -12,16 +12,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from ..config import IMAGE_SUFFIXES
+from ..config import DICOM_SEG_SUFFIX, IMAGE_SUFFIXES
 from ..errors import InputError
 from .images import case_id, check_output_location, write_image_atomic
 from ..results import Extras, Segmentation
 
 if TYPE_CHECKING:
     from .dicom import DicomSeries
-
-DICOM_SEG_SUFFIX = ".dcm"
-
 
 
 @dataclass(frozen=True)

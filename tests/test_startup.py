@@ -91,3 +91,10 @@ def test_the_meta_network_is_built_once_per_configuration_and_the_default_one_is
     assert next(small.parameters()).device.type == "meta"
     assert is_default_network({}) and is_default_network({"embed_dims": [32, 64, 160, 256], "use_hybrid_stem": True})
     assert not is_default_network(SMALL_CONFIG) and not is_default_network({"num_classes": 2})
+
+
+def test_the_cohort_commands_help_answers_without_torch():
+    pytest.importorskip("ray", reason="the cohort extra")
+    result, out, _ = fresh("from panther_seg.commands import cohort\ncohort(['--help'])")
+    assert result["exit"] == 0 and "usage:" in out
+    assert not {"torch", "monai"} & set(result["heavy"])

@@ -26,7 +26,6 @@ from typing import Any
 
 from .. import batch, cli
 from ..errors import InputError
-from ..inference.pipeline import peak_memory
 from ..results import Extras
 from ..io.images import has_image_suffix
 from ..io.outputs import OutputPaths, is_mask_path
@@ -306,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ray.shutdown()
     report(summary, own.output)
+    from ..inference.pipeline import peak_memory  # here, not at the top: --help answers without torch
+
     log.info("driver: %s", peak_memory())
     return 0 if summary.ok else 1
 

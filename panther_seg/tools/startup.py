@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -29,11 +30,12 @@ PACKAGE_PARENT = Path(__file__).resolve().parent.parent.parent
 SEGMENT = "import sys; from panther_seg.commands import segment; sys.exit(segment())"
 # the imports of a case and the checkpoint's loading, timed inside a fresh process
 PROBE = """import json, sys, time
-start = time.perf_counter()
+start, start_cpu = time.perf_counter(), time.process_time()
 import panther_seg.cli, panther_seg.batch, panther_seg.inference.pipeline as pipeline, panther_seg.system.device
-imported = time.perf_counter()
+imported, imported_cpu = time.perf_counter(), time.process_time()
 pipeline.Segmenter.from_resources(json.loads(sys.argv[1]) or None, device=sys.argv[2], fast=True)
-print(json.dumps({"imports_s": imported - start, "checkpoint_s": time.perf_counter() - imported}))"""
+print(json.dumps({"imports_s": imported - start, "checkpoint_s": time.perf_counter() - imported,
+                  "imports_cpu_s": imported_cpu - start_cpu, "checkpoint_cpu_s": time.process_time() - imported_cpu}))"""
 # a stage's log line, as ``results.Timings.stage`` writes it: two spaces, the name, seconds
 STAGE_LINE = re.compile(r"^  (\S[^\d(]*?)\s+(\d+\.\d+) s$", re.MULTILINE)
 
@@ -49,14 +51,20 @@ def _environment(code: Path) -> dict[str, str]:
     return env
 
 
-def _run(command: Sequence[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
-    """Wall seconds of a fresh process and its output; a failure raises with its last lines."""
-    start = time.perf_counter()
+def _cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run(command: Sequence[str], env: dict[str, str], cwd: Path) -> tuple[float, float, str]:
+    """Wall and CPU seconds of a fresh process, and its output; a failure raises with its last
+    lines. (On a busy machine the CPU seconds stay near what a quiet one's wall time would be.)"""
+    cpu, start = _cpu_of_children(), time.perf_counter()
     done = subprocess.run(list(command), capture_output=True, text=True, env=env, cwd=cwd)
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, _cpu_of_children() - cpu
     if done.returncode != 0:
         raise RuntimeError(f"{command[2] if len(command) > 2 else command}: exit {done.returncode}: {done.stderr[-1500:]}")
-    return wall, done.stdout
+    return wall, cpu, done.stdout
 
 
 def startup_cost(case: Path, repeats: int = 3, device: str = "cpu", checkpoints: Sequence[Path] = (),
@@ -69,14 +77,15 @@ def startup_cost(case: Path, repeats: int = 3, device: str = "cpu", checkpoints:
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
         for i in range(repeats):
-            help_s, _ = _run([sys.executable, "-c", SEGMENT, "--help"], env, cwd)
-            _, probe = _run([sys.executable, "-c", PROBE, json.dumps([str(c) for c in checkpoints]), device], env, cwd)
-            wall, log = _run([sys.executable, "-c", SEGMENT, "-i", str(case), "-o", str(cwd / f"mask{i}.mha"),
+            help_s, help_cpu_s, _ = _run([sys.executable, "-c", SEGMENT, "--help"], env, cwd)
+            _, _, probe = _run([sys.executable, "-c", PROBE, json.dumps([str(c) for c in checkpoints]), device], env, cwd)
+            wall, _, log = _run([sys.executable, "-c", SEGMENT, "-i", str(case), "-o", str(cwd / f"mask{i}.mha"),
                               "--fast", "--device", device, *checkpoint_args], env, cwd)
             stages = stage_seconds(log)
-            rounds.append({"help_s": help_s, **json.loads(probe), "case_wall_s": wall,
+            rounds.append({"help_s": help_s, "help_cpu_s": help_cpu_s, **json.loads(probe), "case_wall_s": wall,
                            "case_stages_s": sum(stages.values()), "fixed_s": wall - sum(stages.values()), "stages": stages})
-    keys = ("help_s", "imports_s", "checkpoint_s", "case_wall_s", "case_stages_s", "fixed_s")
+    keys = ("help_s", "imports_s", "checkpoint_s", "case_wall_s", "case_stages_s", "fixed_s", "help_cpu_s", "imports_cpu_s",
+            "checkpoint_cpu_s")
     medians = {k: round(statistics.median(r[k] for r in rounds), 3) for k in keys}
     return {**medians, "repeats": repeats, "device": device, "case": case.name,
             "rounds": [{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()} for r in rounds]}
@@ -86,7 +95,8 @@ def describe(cost: dict[str, Any]) -> str:
     """The benchmark's start-up line."""
     return (f"start-up (fresh processes, median of {cost['repeats']}): --help {cost['help_s']:.2f} s, "
             f"imports {cost['imports_s']:.2f} s, checkpoint {cost['checkpoint_s']:.2f} s; fixed cost of a --fast case "
-            f"{cost['fixed_s']:.2f} s (wall {cost['case_wall_s']:.2f} s - stages {cost['case_stages_s']:.2f} s, {cost['case']})")
+            f"{cost['fixed_s']:.2f} s (wall {cost['case_wall_s']:.2f} s - stages {cost['case_stages_s']:.2f} s, {cost['case']}); "
+            f"CPU s: --help {cost['help_cpu_s']:.2f}, imports {cost['imports_cpu_s']:.2f}, checkpoint {cost['checkpoint_cpu_s']:.2f}")
 
 
 def main(argv: list[str] | None = None) -> int:

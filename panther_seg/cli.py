@@ -12,18 +12,18 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .batch import batch_cases, run_batch, segment_file
-from .config import FAST_OVERLAP, MEMORY_LIMIT_ENV, MEMORY_LIMIT_GIB, NORMALISATIONS, ORIENTATIONS, OVERLAP, RESAMPLINGS
+from .config import (
+    DICOM_SEG_SUFFIX, FAST_OVERLAP, GC_INPUT_ROOT, GC_OUTPUT_NAME, GC_OUTPUT_ROOT, GC_OUTPUT_SUBDIR, MEMORY_LIMIT_ENV,
+    MEMORY_LIMIT_GIB, NORMALISATIONS, ORIENTATIONS, OVERLAP, RESAMPLINGS,
+)
 from .errors import InputError
-from .inference.options import Options, describe_departures
-from .inference.pipeline import Segmenter, peak_memory
-from .io.grand_challenge import GC_INPUT_ROOT, GC_OUTPUT_NAME, GC_OUTPUT_ROOT, GC_OUTPUT_SUBDIR, find_gc_input, gc_outputs
 from .io.dicomweb import location
-from .io.outputs import DICOM_SEG_SUFFIX
-from .results import Extras
-from .system.device import describe
 from .system.runtime import keep_freed_memory
+
+if TYPE_CHECKING:
+    from .inference.options import Options
 
 log = logging.getLogger("panther_seg")
 
@@ -114,6 +114,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def options_from(args: argparse.Namespace) -> Options:
     """The command line's options, under the same names the Python API takes."""
+    from .inference.options import Options
+
     return Options.of(**{name: getattr(args, name) for name in Options.names() if hasattr(args, name)})
 
 
@@ -125,9 +127,19 @@ def main(argv: list[str] | None = None) -> int:
         log.error("error: --preview and --report go with -i/--input (batch mode)")
         return 2
     start = time.perf_counter()
+    # the I/O stack (SimpleITK) loads only now, torch below: --help and argument errors answer without them
+    from .batch import batch_cases, run_batch, segment_file
+    from .io.grand_challenge import find_gc_input, gc_outputs
+    from .results import Extras
+
     try:
         extras = Extras(probabilities=args.save_probabilities, pancreas=args.save_pancreas)
         cases = batch_cases(args.inputs, args.output, extras, args.output_format, args.series_uid, args.phase, args.dicomweb_user) if args.inputs else None  # bad inputs refused before the network loads
+        # torch and the pipeline: only once the inputs are known good
+        from .inference.options import describe_departures
+        from .inference.pipeline import Segmenter, peak_memory
+        from .system.device import describe
+
         segmenter = Segmenter.from_resources(args.checkpoint, args.stats, args.device, **vars(options_from(args)))
         settings, preprocessing, resources = segmenter.settings, segmenter.preprocessing, segmenter.resources
         log.info(describe(settings.device))

@@ -17,6 +17,14 @@ STATS_FILE_NAME = "mri_statistics.csv"
 SHA256_FILE_NAME = "SHA256SUMS"
 
 IMAGE_SUFFIXES = (".mha", ".mhd", ".nii", ".nii.gz", ".nrrd")
+DICOM_SEG_SUFFIX = ".dcm"
+
+# grand-challenge's roots and the tumour mask's interface (the rest of the layout: io/grand_challenge.py);
+# here so that the command line's help names them without importing the I/O stack
+GC_INPUT_ROOT = Path("/input")
+GC_OUTPUT_ROOT = Path("/output")
+GC_OUTPUT_SUBDIR = "images/pancreatic-tumor-segmentation"
+GC_OUTPUT_NAME = "tumor_seg.mha"
 
 # data sets (PANTHER and nnU-Net naming): <case>_0000.mha images beside <case>.mha labels, or in
 # imagesTr/ and labelsTr/

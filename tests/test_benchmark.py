@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from panther_seg.tools.benchmark import main
@@ -12,7 +13,7 @@ from panther_seg.tools.benchmark import main
 def test_benchmark_reports_every_stage_the_window_comparison_and_the_machine(tmp_path, small_checkpoint, capsys):
     out = tmp_path / "bench.json"
     assert main(["--shape", "20", "64", "80", "--device", "cpu", "--checkpoint", str(small_checkpoint),
-                 "--window-repeats", "1", "--nnunet", "off", "--json", str(out)]) == 0
+                 "--window-repeats", "1", "--nnunet", "off", "--startup-repeats", "1", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["machine"]["cpu_cores"] >= 1 and report["machine"]["torch"]
     window = report["window"]
@@ -22,7 +23,14 @@ def test_benchmark_reports_every_stage_the_window_comparison_and_the_machine(tmp
     assert run["case"] == "custom" and run["protocol"] == "fast"
     assert set(run["stages_s"]) == {"read", "preprocess", "network", "postprocess", "to input grid", "write"}
     assert all(v > 0 for v in run["peak_ram_gib"].values())
-    assert "machine:" in capsys.readouterr().out
+    startup = report["startup"]  # fresh processes: --help, imports, checkpoint, a whole --fast run of the case
+    (round_,) = startup["rounds"]
+    assert set(round_["stages"]) == {"read", "preprocess", "network", "postprocess", "to input grid", "write"}
+    assert all(startup[k] > 0 for k in ("help_s", "imports_s", "checkpoint_s", "case_wall_s", "case_stages_s", "fixed_s"))
+    assert startup["fixed_s"] == pytest.approx(startup["case_wall_s"] - startup["case_stages_s"], abs=0.002)
+    printed = capsys.readouterr().out
+    assert "machine:" in printed
+    assert "start-up (fresh processes, median of 1): --help " in printed and "fixed cost of a --fast case" in printed
 
 
 def test_departures_reports_each_options_dice_from_the_default(tmp_path, tiny_window_checkpoint, monkeypatch, capsys):

@@ -26,7 +26,6 @@ from typing import Any
 
 from .. import batch, cli
 from ..errors import InputError
-from ..inference.pipeline import peak_memory
 from ..results import Extras
 from ..io.dicomweb import is_url, location
 from ..io.images import has_image_suffix
@@ -315,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         except InputError as e:
             log.error("error: %s", e)
             return 1
+    from ..inference.pipeline import peak_memory  # here, not at the top: --help answers without torch
+
     log.info("driver: %s", peak_memory())
     return 0 if summary.ok else 1
 

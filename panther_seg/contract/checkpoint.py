@@ -39,6 +39,9 @@ class LoadedModel:
 def _tensors_only(d: Any, path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(d, dict) or not d or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in d.items()):
         raise InputError(path, "checkpoint holds no state dict of tensors")
+    floats = [v.reshape(-1) for v in d.values() if v.is_floating_point()]
+    if floats and bool(torch.isfinite(torch.cat(floats)).all()):  # one pass over all weights: the common case, fast
+        return d
     bad = sorted(k for k, v in d.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
     if bad:
         raise InputError(path, f"checkpoint has NaN or infinite weights ({len(bad)} tensors: {', '.join(bad[:3])})")

@@ -2,7 +2,8 @@
 32 x 160 x 208, overlap 0.5, Gaussian importance map with sigma 0.125 of the window, MONAI's
 window placement and clamping, constant zero padding; the network's main head only), on the whole
 volume and on each of its mirrorings (the volume flipped, the logits flipped back), the logit
-maps averaged, then a softmax over the classes.
+maps averaged, then a softmax over the classes. MONAI's function runs as ``monai_window``
+reproduces it (bit-identical), so a case does not pay for importing all of MONAI.
 
 Several networks of one ensemble share every window: the predictor runs each member on it and
 MONAI stitches each member's logits separately; the members' probabilities are then averaged.
@@ -21,14 +22,12 @@ from itertools import combinations
 from typing import Sequence
 
 import torch
-from monai.data.utils import compute_importance_map, dense_patch_slices
-from monai.inferers import sliding_window_inference
-from monai.inferers.utils import _get_scan_interval
 from tqdm import tqdm
 
 from ..config import GAUSSIAN_SIGMA_SCALE, OVERLAP, WINDOW
 from ..network import SegFormer3D
 from .batching import NetworkWidths, free_gpu_bytes, gpu_batch_size, stitching_bytes
+from .monai_window import compute_importance_map, dense_patch_slices, scan_interval, sliding_window_inference
 
 log = logging.getLogger("panther_seg")
 
@@ -60,8 +59,7 @@ def window_count(shape: Sequence[int], window: Sequence[int], overlap: float) ->
     """Windows MONAI places on a volume of ``shape`` (z, y, x): its own placement, after its padding
     of axes shorter than the window."""
     size = tuple(max(n, w) for n, w in zip(shape, window))
-    interval = _get_scan_interval(size, tuple(window), len(window), (overlap,) * len(window))
-    return len(dense_patch_slices(size, tuple(window), interval))
+    return len(dense_patch_slices(size, tuple(window), scan_interval(size, tuple(window), overlap)))
 
 
 class Progress:

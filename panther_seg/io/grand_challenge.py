@@ -19,19 +19,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..config import GC_INPUT_ROOT, GC_OUTPUT_NAME, GC_OUTPUT_ROOT, GC_OUTPUT_SUBDIR
 from ..errors import InputError
 from ..results import Extras
 from .images import has_image_suffix, list_folder
 from .outputs import OutputPaths, output_paths
 
-GC_INPUT_ROOT = Path("/input")
-GC_OUTPUT_ROOT = Path("/output")
 GC_INPUTS_JSON = "inputs.json"
 GC_IMAGES_SUBDIR = "images"
 GC_INPUT_SLUG = "abdominal-t1-mri"
 GC_INPUT_FALLBACK = GC_INPUT_SLUG  # the folder looked for when no folder name contains 'mri'
-GC_OUTPUT_SUBDIR = "images/pancreatic-tumor-segmentation"
-GC_OUTPUT_NAME = "tumor_seg.mha"
 # each output kind's interface (the optional ones with --save-pancreas, --save-probabilities)
 GC_OUTPUTS = {
     "tumour": f"{GC_OUTPUT_SUBDIR}/{GC_OUTPUT_NAME}",

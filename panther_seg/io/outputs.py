@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from ..config import IMAGE_SUFFIXES
+from ..config import DICOM_SEG_SUFFIX, IMAGE_SUFFIXES
 from ..errors import InputError
 from .images import case_id, check_output_location, write_image_atomic
 from ..results import Extras, ModelProvenance, Segmentation
@@ -20,7 +20,6 @@ from ..results import Extras, ModelProvenance, Segmentation
 if TYPE_CHECKING:
     from .dicom import DicomSeries
 
-DICOM_SEG_SUFFIX = ".dcm"
 MEASUREMENT_REPORT_SUFFIX = "_sr"  # the DICOM SR beside a SEG: <seg stem>_sr.dcm
 
 

@@ -44,6 +44,7 @@ from ..contract.resources import resolve_resources
 from ..system.machine import machine
 from ..system.runtime import keep_freed_memory
 from ..inference.sliding_window import InferenceSettings
+from . import startup
 from .synthetic import make_case
 
 CASES = {  # name: (shape z, y, x; spacing x, y, z), from task1_nnunet_dataset_fingerprint.json
@@ -234,6 +235,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--checkpoint", type=Path, action="append", help="default: the baked resources; repeat for an ensemble")
     p.add_argument("--window-repeats", type=int, default=5)
     p.add_argument("--no-window", action="store_true", help="skip the per-window forward comparison")
+    p.add_argument("--startup-repeats", type=int, default=3, metavar="N",
+                   help="fresh processes per start-up figure (--help, imports, checkpoint, a --fast case's fixed cost) on the "
+                        "first case; 0 skips them")
     p.add_argument("--nnunet", choices=("off", "fast", "full"), default="fast", help="nnU-Net comparison when nnunetv2 is installed: no mirroring (fast) or 8 mirrorings (full)")
     p.add_argument("--json", type=Path, default=Path("benchmark.json"))
     p.add_argument("--report", type=Path, metavar="DIR",
@@ -276,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
                 if result is not None:
                     report.setdefault("nnunet", {})[case] = result
                     print(f"nnU-Net {case}: {result}")
+            if args.startup_repeats > 0 and "startup" not in report:
+                report["startup"] = startup.startup_cost(path, args.startup_repeats, device, args.checkpoint or ())
+                print(startup.describe(report["startup"]))
     if not args.no_window:
         report["window"] = window_benchmark_in_fresh_process(resources.checkpoint_paths[0], resources.members[0].config, device, args.window_repeats)
         print(f"window: {report['window']}")
@@ -291,6 +298,8 @@ def print_table(report: dict[str, Any]) -> None:
     for run in report["runs"]:
         print(f"{run['case']:8} {run['protocol']:8} " + " ".join(f"{run['stages_s'].get(s, 0):13.2f}" for s in stages)
               + f" {run['total_s']:8.2f} {run['max_peak_ram_gib']:8.2f} {run['max_peak_gpu_gib'] or 0:8.2f}")
+    if "startup" in report:
+        print(startup.describe(report["startup"]))
     m = report["machine"]
     print(f"machine: {m['cpu']} ({m['cpu_cores']} cores), GPU {m['gpu']}, torch {m['torch']}, CUDA {m['cuda_build']}")
 

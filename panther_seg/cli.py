@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from .batch import batch_cases, run_batch, segment_file
-from .config import FAST_OVERLAP, MEMORY_LIMIT_ENV, MEMORY_LIMIT_GIB, NORMALISATIONS, ORIENTATIONS, OVERLAP, RESAMPLINGS
+from .config import FAST_OVERLAP, MEMORY_LIMIT_ENV, MEMORY_RESERVE_GIB, NORMALISATIONS, ORIENTATIONS, OVERLAP, RESAMPLINGS
 from .errors import InputError
 from .inference.options import Options, describe_departures
 from .inference.pipeline import Segmenter, peak_memory
@@ -82,7 +82,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--stats", type=Path, help="mri_statistics.csv to use instead of the checkpoint's")
     p.add_argument("--model-config", type=Path, help="JSON of SegFormer3D constructor arguments, for checkpoints that record none")
     p.add_argument("--memory-limit", type=float, metavar="GIB",
-                   help=f"refuse cases estimated to need more memory (default ${MEMORY_LIMIT_ENV}, else {MEMORY_LIMIT_GIB:g})")
+                   help=f"refuse cases estimated to need more memory (default ${MEMORY_LIMIT_ENV}, else the container's memory limit or the RAM, less {MEMORY_RESERVE_GIB:g})")
     args = p.parse_args(argv)
     if args.inputs and args.output is None:
         p.error("-i/--input needs -o/--output")

@@ -37,10 +37,6 @@ total=$((total + bytes)); printf 'slim_venv: %6d MB  %s\n' $((bytes / 1000000)) 
 # cuSOLVER) on the first torch.linalg call on a CUDA tensor; inference makes none.
 drop "cuSOLVER and torch's CUDA linear algebra (lazy-loaded, never called)" \
     nvidia/cusolver/lib torch/lib/libtorch_cuda_linalg.so
-# cuDNN's "adv" sub-library: RNNs, the legacy multi-head attention and CTC loss. cuDNN 9's
-# libcudnn.so loads a sub-library on the first call into it; convolutions use cnn/ops/graph and
-# the engines, attention runs in torch's own SDPA kernels.
-drop "cuDNN adv sub-library (RNN, legacy attention, CTC)" nvidia/cudnn/lib/libcudnn_adv.so.9
 # NVRTC's .alt build, for programs linked against the static CUDA runtime; torch and cuDNN load
 # libnvrtc.so.12.
 drop "NVRTC .alt variants" nvidia/cuda_nvrtc/lib/libnvrtc.alt.so.* nvidia/cuda_nvrtc/lib/libnvrtc-builtins.alt.so.*
@@ -53,19 +49,70 @@ drop "headers, static libraries, bitcode, Cython sources, protoc" \
 # which libtorch_cpu.so links, stays.
 drop "CUPTI profiler companions" nvidia/cuda_cupti/lib/libnvperf_host.so nvidia/cuda_cupti/lib/libnvperf_target.so \
     nvidia/cuda_cupti/lib/libpcsamplingutil.so nvidia/cuda_cupti/lib/libcheckpoint.so
+# Network plugins whose own libraries (libmlx5, libibverbs, libucp, libfabric, libmpi, libpmix,
+# liboshmem) are not in the image, so they could never load here: NVSHMEM's multi-node
+# transports and bootstraps, dlopened by distributed symmetric memory only, and cuFile's RDMA
+# path. Without them every library left resolves (CI runs ldd on each).
+drop "NVSHMEM network plugins, cuFile RDMA (their libraries are absent)" \
+    nvidia/nvshmem/lib/nvshmem_transport_ucx.so.* nvidia/nvshmem/lib/nvshmem_transport_ibgda.so.* \
+    nvidia/nvshmem/lib/nvshmem_transport_ibdevx.so.* nvidia/nvshmem/lib/nvshmem_transport_libfabric.so.* \
+    nvidia/nvshmem/lib/nvshmem_bootstrap_pmix.so.* nvidia/nvshmem/lib/nvshmem_bootstrap_shmem.so.* \
+    nvidia/nvshmem/lib/nvshmem_bootstrap_mpi.so.* nvidia/cufile/lib/libcufile_rdma.so.*
 # The test suites of numpy and scipy, never imported.
 drop "numpy and scipy test suites" $(find numpy scipy -type d -name tests -prune)
 
-# Symbol tables of torch's libraries (for debuggers): the dynamic symbols the loader resolves
-# (.dynsym) stay. binutils is installed and purged within this step.
-before=$(du -scb torch/lib | tail -n 1 | cut -f 1)
+# The tools for the two steps below (binutils, a C compiler), installed and purged within this
+# step: the image keeps no compiler.
 apt-get update -qq >/dev/null
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends binutils >/dev/null
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends binutils gcc libc6-dev >/dev/null
+
+# NCCL (multi-GPU collectives) and cuSPARSELt (2:4 structured-sparse matmul) are linked by
+# libtorch_cuda.so, so the loader needs a library of each name, but inference on grand-challenge's
+# one GPU calls neither. Each is replaced by a stub of the same soname that defines exactly the
+# functions torch's libraries import from it; a call returns the library's "invalid usage" /
+# "not supported" status, which torch raises as an error (ncclGetVersion still answers the real
+# version). The training image reinstalls the real NCCL for multi-GPU training.
+stub() {
+    # stub LIBRARY ERROR_STATUS [VERSION_CODE]: replace LIBRARY by a stub of its soname.
+    lib="$1"; status="$2"; version="${3:-0}"
+    soname=$(readelf -d "$lib" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+    nm -D --defined-only "$lib" | awk '$2 ~ /^[TW]$/ {print $3}' | sort -u >/tmp/stub_defined
+    for f in torch/lib/*.so*; do nm -D --undefined-only "$f" | awk '{print $2}'; done | sort -u >/tmp/stub_used
+    source=/tmp/stub_$soname.c
+    printf '/* Stub of %s for the inference image (docker/slim_venv.sh). */\n' "$soname" >"$source"
+    for name in $(comm -12 /tmp/stub_defined /tmp/stub_used); do
+        case "$name" in
+            *GetErrorString|*GetLastError)
+                printf 'const char *%s(void) { return "%s is not in this inference image (one GPU): use the training image"; }\n' "$name" "$soname" ;;
+            ncclGetVersion)
+                printf 'int %s(int *v) { *v = %s; return 0; }\n' "$name" "$version" ;;
+            *)
+                printf 'int %s(void) { return %s; }\n' "$name" "$status" ;;
+        esac
+    done >>"$source"
+    count=$(grep -c '^[ic]' "$source")
+    [ "$count" -gt 0 ] || { echo "slim_venv: $soname: torch imports nothing from it?" >&2; exit 1; }
+    bytes=$(du -sb "$lib" | cut -f 1)
+    gcc -shared -fPIC -O2 -s -Wl,-soname,"$soname" -o "$lib.stub" "$source"
+    mv "$lib.stub" "$lib"
+    rm -f "$source" /tmp/stub_defined /tmp/stub_used
+    bytes=$((bytes - $(du -sb "$lib" | cut -f 1)))
+    total=$((total + bytes))
+    printf 'slim_venv: %6d MB  %s replaced by a stub of the %d functions torch imports\n' $((bytes / 1000000)) "$soname" "$count"
+}
+nccl_version=$("$venv/bin/python" -c "from importlib.metadata import version; a, b, c = version('nvidia-nccl-cu12').split('.')[:3]; print(int(a) * 10000 + int(b) * 100 + int(c))")
+stub nvidia/nccl/lib/libnccl.so.2 5 "$nccl_version"          # ncclInvalidUsage
+stub nvidia/cusparselt/lib/libcusparseLt.so.0 10            # CUSPARSE_STATUS_NOT_SUPPORTED
+
+# Symbol tables of torch's libraries (for debuggers): the dynamic symbols the loader resolves
+# (.dynsym) stay.
+before=$(du -scb torch/lib | tail -n 1 | cut -f 1)
 strip --strip-unneeded torch/lib/*.so*
-DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq --auto-remove binutils >/dev/null
-rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log
 bytes=$((before - $(du -scb torch/lib | tail -n 1 | cut -f 1)))
 total=$((total + bytes)); printf 'slim_venv: %6d MB  %s\n' $((bytes / 1000000)) "symbol tables of torch/lib (strip --strip-unneeded)"
+
+DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq --auto-remove binutils gcc libc6-dev >/dev/null
+rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log
 
 printf 'slim_venv: %6d MB  removed in all; %d MB left in %s\n' $((total / 1000000)) \
     $(($(du -sb "$venv" | cut -f 1) / 1000000)) "$venv"

@@ -69,14 +69,16 @@ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bi
 # NCCL (multi-GPU collectives) and cuSPARSELt (2:4 structured-sparse matmul) are linked by
 # libtorch_cuda.so, so the loader needs a library of each name, but inference on grand-challenge's
 # one GPU calls neither. Each is replaced by a stub of the same soname that defines exactly the
-# functions torch's libraries import from it; a call returns the library's "invalid usage" /
+# functions torch's libraries import from it (those of its own API prefix: cuSPARSELt also exports
+# the libstdc++ it links statically, which must not be shadowed); a call returns its "invalid usage" /
 # "not supported" status, which torch raises as an error (ncclGetVersion still answers the real
 # version). The training image reinstalls the real NCCL for multi-GPU training.
 stub() {
-    # stub LIBRARY ERROR_STATUS [VERSION_CODE]: replace LIBRARY by a stub of its soname.
-    lib="$1"; status="$2"; version="${3:-0}"
+    # stub LIBRARY PREFIX ERROR_STATUS [VERSION_CODE]: replace LIBRARY by a stub of its soname
+    # defining the PREFIX* functions torch imports from it.
+    lib="$1"; prefix="$2"; status="$3"; version="${4:-0}"
     soname=$(readelf -d "$lib" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
-    nm -D --defined-only "$lib" | awk '$2 ~ /^[TW]$/ {print $3}' | sort -u >/tmp/stub_defined
+    nm -D --defined-only "$lib" | awk -v p="$prefix" '$2 ~ /^[TW]$/ && index($3, p) == 1 {print $3}' | sort -u >/tmp/stub_defined
     for f in torch/lib/*.so*; do nm -D --undefined-only "$f" | awk '{print $2}'; done | sort -u >/tmp/stub_used
     source=/tmp/stub_$soname.c
     printf '/* Stub of %s for the inference image (docker/slim_venv.sh). */\n' "$soname" >"$source"
@@ -101,8 +103,8 @@ stub() {
     printf 'slim_venv: %6d MB  %s replaced by a stub of the %d functions torch imports\n' $((bytes / 1000000)) "$soname" "$count"
 }
 nccl_version=$("$venv/bin/python" -c "from importlib.metadata import version; a, b, c = version('nvidia-nccl-cu12').split('.')[:3]; print(int(a) * 10000 + int(b) * 100 + int(c))")
-stub nvidia/nccl/lib/libnccl.so.2 5 "$nccl_version"          # ncclInvalidUsage
-stub nvidia/cusparselt/lib/libcusparseLt.so.0 10            # CUSPARSE_STATUS_NOT_SUPPORTED
+stub nvidia/nccl/lib/libnccl.so.2 nccl 5 "$nccl_version"               # ncclInvalidUsage
+stub nvidia/cusparselt/lib/libcusparseLt.so.0 cusparseLt 10            # CUSPARSE_STATUS_NOT_SUPPORTED
 
 # Symbol tables of torch's libraries (for debuggers): the dynamic symbols the loader resolves
 # (.dynsym) stay.

@@ -10,22 +10,25 @@ FROM ${BASE_IMAGE}
 
 # ---- shared with training/Dockerfile, line for line: the virtual environment -------------
 # Identical instructions give identical layers, so the training image reuses this one (about
-# 7.6 GB, torch with its CUDA libraries) instead of storing a second copy. It depends on
-# requirements.txt and requirements-dicom.txt alone: a change of code rebuilds in seconds. tests/test_dockerfiles.py
-# keeps the two prefixes identical.
+# 5.6 GB, torch with its CUDA libraries) instead of storing a second copy. It depends on
+# requirements.txt, requirements-dicom.txt and docker/slim_venv.sh alone: a change of code
+# rebuilds in seconds. tests/test_dockerfiles.py keeps the two prefixes identical.
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DEFAULT_TIMEOUT=180 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-COPY requirements.txt requirements-dicom.txt /tmp/req/
+COPY requirements.txt requirements-dicom.txt docker/slim_venv.sh /tmp/req/
 # The base image's CA bundle is used when present (a base from make_base_image.sh carries the
 # build host's bundle, which may include a TLS proxy's CA). pip byte-compiles what it
-# installs, so the read-only image never writes .pyc.
+# installs, so the read-only image never writes .pyc. slim_venv.sh then removes, in this same
+# layer, what inference never loads (about 2 GB: triton, cuSOLVER, headers, ...; the list and
+# the reasons in docs/docker.md).
 RUN set -eu; \
     if [ -f /etc/ssl/certs/ca-certificates.crt ]; then export PIP_CERT=/etc/ssl/certs/ca-certificates.crt; fi; \
     python3 -m venv /opt/venv; \
     /opt/venv/bin/python -m pip install --no-cache-dir -r /tmp/req/requirements.txt -r /tmp/req/requirements-dicom.txt; \
+    sh /tmp/req/slim_venv.sh /opt/venv; \
     rm -rf /root/.cache /tmp/req
 # Nothing may need to write outside /tmp and /output at run time: the root file system is
 # read-only on grand-challenge (and in test.sh), and /tmp is an empty tmpfs.

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Build the image (build.sh) and run the smoke case the way grand-challenge runs a job: no
 # network, read-only root file system, read-only /input, a fresh writable /output, an empty
-# tmpfs /tmp, a non-root user, 16 GiB of memory, model/ read-only at /opt/ml/model (grand-challenge's
-# model tarball); a GPU only when the host has one. Then compare
-# the output with test/expected_output inside the image (panther_seg.tools.smoke_check).
+# tmpfs /tmp, a non-root user, grand-challenge's default 8 GB of memory (/dev/shm half of it),
+# model/ read-only at /opt/ml/model (grand-challenge's model tarball); a GPU only when the host
+# has one. Checks that the memory budget came from the container's cgroup, then compares the
+# output with test/expected_output inside the image (panther_seg.tools.smoke_check).
 #   ./test.sh [extra docker build args...]
 # Env: IMAGE_TAG, BASE_IMAGE (as build.sh), SKIP_BUILD=1 (test an image already built),
 #      TEST_INPUT (default test/input), TEST_EXPECTED (default test/expected_output),
-#      MEMORY (default 16g), SHM_SIZE (default 8g: GC's /dev/shm is half the RAM).
+#      MEMORY (default 8g), SHM_SIZE (default 4g: GC's /dev/shm is half the memory).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 here=$(pwd)
@@ -15,8 +16,8 @@ here=$(pwd)
 IMAGE_TAG="${IMAGE_TAG:-panther-segformer3d}"
 TEST_INPUT="${TEST_INPUT:-$here/test/input}"
 TEST_EXPECTED="${TEST_EXPECTED:-$here/test/expected_output}"
-MEMORY="${MEMORY:-16g}"
-SHM_SIZE="${SHM_SIZE:-8g}"
+MEMORY="${MEMORY:-8g}"
+SHM_SIZE="${SHM_SIZE:-4g}"
 export IMAGE_TAG
 
 fail() { echo "test.sh: FAIL: $*"; exit 1; }
@@ -66,12 +67,17 @@ docker run --rm \
     --volume "$scratch/model":/opt/ml/model:ro \
     --volume "$out":/output:rw \
     "${gpu_args[@]}" \
-    "$IMAGE_TAG"
-rc=$?
+    "$IMAGE_TAG" 2>&1 | tee "$scratch/run.log"
+rc=${PIPESTATUS[0]}
 set -e
 wall=$(awk -v s="$start" -v e="$(date +%s.%N)" 'BEGIN { printf "%.1f", e - s }')
 echo "test.sh: container wall time ${wall} s, exit code $rc"
 [[ $rc -eq 0 ]] || fail "the container exited with $rc"
+
+# The budget follows the container (panther_seg/system/cgroup.py): the log names the cgroup file.
+budget=$(grep -o "memory limit [0-9.]* GiB (cgroup v[12] [^:]*: [0-9.]* GiB less a [0-9.]* GiB reserve" "$scratch/run.log" || true)
+[[ -n "$budget" ]] || fail "the memory budget did not come from the container's cgroup (no 'memory limit ... (cgroup ...' line)"
+echo "test.sh: budget from the container: $budget"
 
 result="$out/images/pancreatic-tumor-segmentation/tumor_seg.mha"
 [[ -f "$result" ]] || fail "no $result written"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from .config import (
     DICOM_SEG_SUFFIX, FAST_OVERLAP, GC_INPUT_ROOT, GC_OUTPUT_NAME, GC_OUTPUT_ROOT, GC_OUTPUT_SUBDIR, MEMORY_LIMIT_ENV,
-    MEMORY_LIMIT_GIB, NORMALISATIONS, ORIENTATIONS, OVERLAP, RESAMPLINGS,
+    MEMORY_RESERVE_GIB, NORMALISATIONS, ORIENTATIONS, OVERLAP, RESAMPLINGS,
 )
 from .errors import InputError
 from .io.dicomweb import location
@@ -89,7 +89,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--stats", type=Path, help="mri_statistics.csv to use instead of the checkpoint's")
     p.add_argument("--model-config", type=Path, help="JSON of SegFormer3D constructor arguments, for checkpoints that record none")
     p.add_argument("--memory-limit", type=float, metavar="GIB",
-                   help=f"refuse cases estimated to need more memory (default ${MEMORY_LIMIT_ENV}, else {MEMORY_LIMIT_GIB:g})")
+                   help=f"refuse cases estimated to need more memory (default ${MEMORY_LIMIT_ENV}, else the container's memory limit or the RAM, less {MEMORY_RESERVE_GIB:g})")
     args = p.parse_args(argv)
     if args.inputs and args.output is None:
         p.error("-i/--input needs -o/--output")

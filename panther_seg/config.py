@@ -62,7 +62,7 @@ DIRECTION_TOLERANCE = 1e-3  # max |D^T D - I|: direction cosines must be orthono
 
 # memory budget (panther_seg/limits.py): grand-challenge gives 16 GiB, 1 GiB of it reserved
 MEMORY_LIMIT_ENV = "PANTHER_MEMORY_LIMIT_GIB"
-MEMORY_LIMIT_GIB = 15.0  # what one run may use in all, unless --memory-limit or the variable says otherwise
+MEMORY_RESERVE_GIB = 1.0  # kept back from the container's cgroup limit (or the RAM) when neither --memory-limit nor the variable is set: grand-challenge's own system reserve, /tmp's tmpfs files, the estimate's error
 RUNTIME_RESERVE_GIB = 2.0  # interpreter, torch, the network before any image (1.5 GiB measured on the CPU)
 INPUT_WORKING_BYTES_PER_VOXEL = 6  # per input voxel beyond its own bytes: float32 copy, mask, flags
 TARGET_BYTES_PER_VOXEL = 48  # per network-grid voxel: z-score temporaries, the volume and its flipped copy, MONAI's weights

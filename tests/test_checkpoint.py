@@ -235,7 +235,7 @@ def test_a_network_configuration_of_absurd_size_costs_no_memory(tmp_path, small_
     payload["model_config"]["embed_dims"] = [100_000, 100_000, 100_000, 100_000]
     payload["model_config"]["num_heads"] = [1, 1, 1, 1]
     torch.save(payload, tmp_path / "wide.pt")
-    with pytest.raises(InputError, match=r"field 'model_config': a network of 2,182,588,643,608 parameters does not fit a 15 GiB"):
+    with pytest.raises(InputError, match=r"field 'model_config': a network of 2,182,588,643,608 parameters does not fit a [0-9.]+ GiB memory limit"):
         load_checkpoint(tmp_path / "wide.pt")
 
 

@@ -1,10 +1,12 @@
 """The memory budget: a case is refused before its memory is allocated, not killed after.
 
-grand-challenge runs the container with 16 GiB of RAM (1 GiB reserved) and kills it without a
-message when it goes over. So the size an image header declares, and the size of the grid the
-network will see after resampling, are turned into an estimate of the run's peak memory and
-compared with a limit, a ``MemoryBudget`` the caller passes: ``--memory-limit GIB``, else
-``$PANTHER_MEMORY_LIMIT_GIB``, else 15 GiB.
+grand-challenge runs the container under a memory limit (8 GB by default, 4 to 32 GB as the
+algorithm's editors choose) and kills it without a message when it goes over. So the size an
+image header declares, and the size of the grid the network will see after resampling, are
+turned into an estimate of the run's peak memory and compared with a limit, a ``MemoryBudget``
+the caller passes: ``--memory-limit GIB``, else ``$PANTHER_MEMORY_LIMIT_GIB``, else the memory
+limit of the process's cgroup (the container's; ``cgroup.py``), else the machine's RAM, less
+``MEMORY_RESERVE_GIB``.
 
 estimate = runtime reserve (interpreter, torch, network, CUDA context)
          + input voxels x (bytes per voxel + working bytes per input voxel)
@@ -21,12 +23,13 @@ from typing import Sequence
 from ..config import (
     INPUT_WORKING_BYTES_PER_VOXEL,
     MEMORY_LIMIT_ENV,
-    MEMORY_LIMIT_GIB,
+    MEMORY_RESERVE_GIB,
     MEMBER_BYTES_PER_VOXEL,
     RUNTIME_RESERVE_GIB,
     TARGET_BYTES_PER_VOXEL,
 )
 from ..errors import InputError
+from .cgroup import memory_limit
 
 GIB = 2**30
 
@@ -38,17 +41,18 @@ class MemoryBudget:
     The caller passes one: inference resolves it from its command line, training from its own
     settings; nothing global, so one process can hold two runs with different limits."""
 
-    limit_gib: float = MEMORY_LIMIT_GIB
-    source: str = f"default; set ${MEMORY_LIMIT_ENV} or --memory-limit to change it"
+    limit_gib: float
+    source: str
 
     def __post_init__(self) -> None:
         if not (isinstance(self.limit_gib, (int, float)) and math.isfinite(self.limit_gib) and self.limit_gib > 0):
             raise ValueError(f"memory limit must be a positive number of GiB, got {self.limit_gib}")
 
     @classmethod
-    def resolve(cls, gib: float | None = None) -> "MemoryBudget":
+    def resolve(cls, gib: float | None = None, root: Path = Path("/")) -> "MemoryBudget":
         """``gib`` (the command line's ``--memory-limit``), else ``$PANTHER_MEMORY_LIMIT_GIB``,
-        else the default."""
+        else what the process's cgroup (or the RAM) allows; ``root`` is where /proc and
+        /sys/fs/cgroup are read (tests pass recorded files)."""
         if gib is not None:
             return cls(gib, "--memory-limit")
         text = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
@@ -60,7 +64,17 @@ class MemoryBudget:
             if not (math.isfinite(value) and value > 0):
                 raise InputError(MEMORY_LIMIT_ENV, f"environment variable must be a positive number of GiB, got {text!r}")
             return cls(value, f"${MEMORY_LIMIT_ENV}")
-        return cls()
+        return cls.from_machine(root)
+
+    @classmethod
+    def from_machine(cls, root: Path = Path("/")) -> "MemoryBudget":
+        """The cgroup's limit (or the RAM) less the reserve; under twice the reserve, half of it."""
+        limit = memory_limit(root)
+        total = limit.bytes / GIB
+        usable = total - MEMORY_RESERVE_GIB if total > 2 * MEMORY_RESERVE_GIB else total / 2
+        return cls(math.floor(usable * 100) / 100,
+                   f"{limit.where}: {total:.3g} GiB less a {MEMORY_RESERVE_GIB:g} GiB reserve; "
+                   f"set ${MEMORY_LIMIT_ENV} or --memory-limit to change it")
 
     def describe(self) -> str:
         return f"memory limit {self.limit_gib:g} GiB ({self.source})"

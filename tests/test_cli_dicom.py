@@ -142,7 +142,7 @@ def test_the_memory_budget_applies_before_the_voxels_are_read(tmp_path, monkeypa
 
     monkeypatch.setattr(dicom, "_read_with_gdcm", no_reading)
     with pytest.raises(InputError, match="over the limit of 2 GiB") as caught:
-        read_dicom_series(tmp_path / "series", budget=MemoryBudget(2.0))
+        read_dicom_series(tmp_path / "series", budget=MemoryBudget(2.0, "--memory-limit"))
     assert caught.value.path == tmp_path / "series"
 
 

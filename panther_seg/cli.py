@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from .batch import batch_cases, run_batch, segment_file
+from .contract.provenance import DEMONSTRATION_WARNING
 from .config import FAST_OVERLAP, MEMORY_LIMIT_ENV, MEMORY_LIMIT_GIB, NORMALISATIONS, ORIENTATIONS, OVERLAP, RESAMPLINGS
 from .errors import InputError
 from .inference.options import Options, describe_departures
@@ -63,6 +64,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "DICOM series inputs only; --save-pancreas adds a pancreas segment)")
     p.add_argument("--save-pancreas", action="store_true", help="also write the pancreas mask (probability >= 0.5) the post-processing uses")
     p.add_argument("--save-probabilities", action="store_true", help="also write the tumour and pancreas probability maps (float32, on the input grid)")
+    p.add_argument("--save-uncertainty", action="store_true", help="also write <case>_uncertainty: per voxel, the fraction of "
+                   "the 8 mirrorings that disagree with the final tumour mask (float32, input grid; not with --fast or --no-tta)")
+    p.add_argument("--statistics", action="store_true", help="batch mode: also write <case>_statistics.json beside each mask "
+                   "(measurements, confidence, timings, the model's provenance; docs/statistics.md) and, for an output folder, statistics.csv")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     departures = p.add_argument_group(
         "departures from the original protocol (docs/protocol.md gives each one's measured effect on the mask)"
@@ -92,6 +97,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--series-uid goes with -i/--input (a DICOM series folder)")
     if args.output_format != "image" and not args.inputs:
         p.error("--output-format goes with -i/--input (grand-challenge mode writes .mha)")
+    if args.save_uncertainty and (args.fast or args.no_tta):
+        p.error("--save-uncertainty needs the mirrorings: not with --fast or --no-tta")
+    for flag in ("save_uncertainty", "statistics"):
+        if getattr(args, flag) and not args.inputs:
+            p.error(f"--{flag.replace('_', '-')} goes with -i/--input (batch mode)")
     if args.overlap is not None and not 0 <= args.overlap < 1:
         p.error("--overlap must be in [0, 1)")
     if args.batch_size is not None and args.batch_size < 1:
@@ -112,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     try:
-        extras = Extras(probabilities=args.save_probabilities, pancreas=args.save_pancreas)
+        extras = Extras(probabilities=args.save_probabilities, pancreas=args.save_pancreas, uncertainty=args.save_uncertainty)
         cases = batch_cases(args.inputs, args.output, extras, args.output_format, args.series_uid) if args.inputs else None  # bad inputs refused before the network loads
         segmenter = Segmenter.from_resources(args.checkpoint, args.stats, args.device, **vars(options_from(args)))
         settings, preprocessing, resources = segmenter.settings, segmenter.preprocessing, segmenter.resources
@@ -121,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             "checkpoint %s; statistics %s; target spacing %s mm (x, y, z)",
             resources.describe(), resources.stats_source, resources.stats.target_spacing(),
         )
+        if resources.demonstration:
+            log.warning(DEMONSTRATION_WARNING)
         log.info("window %s, overlap %s, mirrorings %d, batch %s, fp16 %s; preprocessing %s", settings.window,
                  settings.overlap, 2 ** len(settings.mirror_axes), settings.batch_size or "auto", settings.fp16, preprocessing.to_dict())
         log.info(describe_departures(settings, preprocessing))
@@ -128,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("WARNING: --fp16 applies on the GPU only; running fp32 on the %s", settings.device.upper())
         log.info(segmenter.budget.describe())
         if args.inputs:
-            status = run_batch(segmenter, cases, args.output)
+            status = run_batch(segmenter, cases, args.output, statistics=args.statistics)
         else:
             src = find_gc_input(args.input_root)
             segment_file(segmenter, src, gc_outputs(args.output_root, segmenter.extras))

@@ -176,7 +176,7 @@ def run_cohort(inputs: list[Path], output: Path, args: argparse.Namespace, worke
 
     from .workers import Outcome, error_line, read_case, start_workers
 
-    extras = Extras(probabilities=args.save_probabilities, pancreas=args.save_pancreas)
+    extras = Extras(probabilities=args.save_probabilities, pancreas=args.save_pancreas, uncertainty=args.save_uncertainty)
     if args.output_format != "image":
         raise InputError(output, "the cohort command writes image outputs only: for DICOM SEG use panther-seg")
     files = batch.batch_inputs(expand_inputs(inputs), args.series_uid)

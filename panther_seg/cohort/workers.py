@@ -155,8 +155,8 @@ class CaseWorker:
         try:
             check_outputs(destination)
             with self.segmenter.errors_named(Path(source)):
-                tumour, pancreas = self.segmenter.infer(case.prepared, timings, Path(source))
-                segmentation = self.segmenter.finish(case.image(), case.prepared, tumour, pancreas, timings, self.segmenter.extras)
+                output = self.segmenter.infer(case.prepared, timings, Path(source))
+                segmentation = self.segmenter.finish(case.image(), case.prepared, output, timings, self.segmenter.extras)
             start = time.perf_counter()
             write_outputs(segmentation, destination)
             checksums = {path.name: sha256(path) for path in destination.chosen().values()}

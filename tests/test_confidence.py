@@ -15,7 +15,8 @@ from panther_seg.cli import main
 from panther_seg.config import TUMOUR_THRESHOLD
 from panther_seg.contract.checkpoint import load_checkpoint
 from panther_seg.contract.resources import Resources
-from panther_seg.inference.confidence import MirrorVotes, dice, disagreement
+from panther_seg.dice import dice
+from panther_seg.inference.confidence import MirrorVotes, disagreement
 from panther_seg.inference.geometry import to_input_grid
 from panther_seg.inference.pipeline import Segmenter
 from panther_seg.inference.postprocessing import postprocess
@@ -61,7 +62,7 @@ def test_mirroring_record_changes_no_mask_and_its_figures_are_the_mirrorings_dic
 
     assert len(seen) == len(votes) == 8
     own = [torch.softmax(logits[0], dim=0)[segmenter.contract.tumour_class].numpy() >= TUMOUR_THRESHOLD for logits in seen]
-    scores = [dice(mask, final.astype(bool)) for mask in own]
+    scores = [float(dice(mask, final.astype(bool))) for mask in own]
     assert len({round(s, 9) for s in scores}) > 1  # the mirrorings do differ
     c = out.confidence
     assert c.computed and c.mirrorings == 8

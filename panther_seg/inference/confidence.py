@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..config import REVIEW_MEAN_DICE, TUMOUR_THRESHOLD
+from ..dice import dice
 from ..results import Confidence
 
 SLICES_PER_STEP = 8  # network-grid slices per softmax step (bounds the temporary)
@@ -55,12 +56,6 @@ class MirrorVotes:
             yield np.unpackbits(packed, count=size).reshape(self.shape).view(bool)
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two boolean masks; 1 when both are empty (they agree)."""
-    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
-    return 1.0 if total == 0 else 2.0 * int(np.count_nonzero(a & b)) / total
-
-
 def mirror_confidence(votes: MirrorVotes | None, final: np.ndarray, voxel_ml: float) -> Confidence:
     """How the mirrorings agree with the final (post-processed) tumour mask on the network grid;
     ``voxel_ml`` is that grid's voxel volume. Not computed without mirroring."""
@@ -69,7 +64,7 @@ def mirror_confidence(votes: MirrorVotes | None, final: np.ndarray, voxel_ml: fl
     final = final.astype(bool, copy=False)
     scores, volumes = [], []
     for mask in votes.masks():
-        scores.append(dice(mask, final))
+        scores.append(float(dice(mask, final)))
         volumes.append(int(np.count_nonzero(mask)) * voxel_ml)
     mean = float(np.mean(scores))
     review = mean < REVIEW_MEAN_DICE

@@ -186,13 +186,13 @@ class Segmenter:
             mask = postprocess(tumour, pancreas, prepared.grid.spacing[::-1])
         with timings.stage("to input grid"):
             out = Segmentation(to_input_grid(mask, prepared.grid, image))
-            pancreas_mask = to_input_grid(pancreas >= PANCREAS_THRESHOLD, prepared.grid, image)
             if extras.pancreas:
-                out.pancreas = pancreas_mask
+                out.pancreas = to_input_grid(pancreas >= PANCREAS_THRESHOLD, prepared.grid, image)
             if extras.probabilities:
                 out.tumour_probability = to_input_grid(tumour, prepared.grid, image, sitk.sitkLinear)
                 out.pancreas_probability = to_input_grid(pancreas, prepared.grid, image, sitk.sitkLinear)
-        with timings.stage("measure"):
+        with timings.stage("measure"):  # all that measuring adds to a run, the pancreas on the input grid included
+            pancreas_mask = out.pancreas if out.pancreas is not None else to_input_grid(pancreas >= PANCREAS_THRESHOLD, prepared.grid, image)
             out.measurements = measure(image, out.tumour, pancreas_mask)
             out.confidence = mirror_confidence(votes, mask, float(np.prod(prepared.grid.spacing)) / 1000.0)
             if extras.uncertainty and votes is not None and out.confidence.computed:

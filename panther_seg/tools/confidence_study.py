@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"))
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (keep a shared machine usable)")
     args = p.parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # each case's line as it is measured
     logging.getLogger("panther_seg").setLevel(logging.WARNING)
     torch.set_num_threads(args.threads)
     segmenter = Segmenter.from_resources(args.checkpoint, device=args.device, progress=False)

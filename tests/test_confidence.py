@@ -16,7 +16,7 @@ from panther_seg.config import TUMOUR_THRESHOLD
 from panther_seg.contract.checkpoint import load_checkpoint
 from panther_seg.contract.resources import Resources
 from panther_seg.dice import dice
-from panther_seg.inference.confidence import MirrorVotes, disagreement
+from panther_seg.inference.confidence import MirrorVotes, disagreement, mirror_confidence
 from panther_seg.inference.geometry import to_input_grid
 from panther_seg.inference.pipeline import Segmenter
 from panther_seg.inference.postprocessing import postprocess
@@ -108,3 +108,30 @@ def test_save_uncertainty_on_the_command_line(tiny_window_checkpoint, tmp_path, 
     assert exit_.value.code == 2
     assert "--save-uncertainty needs the mirrorings" in capsys.readouterr().err
     assert not (tmp_path / "fast").exists()
+
+
+def votes_of(masks: list[np.ndarray]) -> MirrorVotes:
+    """Recorded mirrorings whose tumour probability is 1 inside each mask, 0 outside."""
+    votes = MirrorVotes(tumour_class=1)
+    for mask in masks:
+        logits = torch.zeros((1, 3) + mask.shape)
+        logits[0, 1][torch.from_numpy(mask)] = 20.0
+        logits[0, 0][torch.from_numpy(~mask)] = 20.0
+        votes.record([logits])
+    return votes
+
+
+def test_confidence_figures_and_the_review_rule():
+    final = np.zeros((10, 12, 14), bool)
+    final[2:6, 3:9, 4:10] = True  # 144 voxels
+    shifted = np.roll(final, 2, axis=2)  # 96 of them shared
+    c = mirror_confidence(votes_of([final] * 6 + [shifted, np.zeros_like(final)]), final.astype(np.uint8), voxel_ml=0.5)
+    assert c.computed and c.mirrorings == 8
+    assert c.mean_dice == pytest.approx((6 * 1.0 + 96 / 144 + 0.0) / 8) and c.min_dice == 0.0
+    assert (c.volume_ml_min, c.volume_ml_max) == (0.0, 72.0)
+    assert c.review is False and c.reason == ""  # mean 0.83 >= 0.8
+    worse = mirror_confidence(votes_of([final] * 2 + [shifted] * 6), final.astype(np.uint8), 0.5)
+    assert worse.review is True and "mean mirrored Dice 0.750 < 0.8" in worse.reason
+    empty = np.zeros_like(final)
+    missed = mirror_confidence(votes_of([empty] * 8), empty.astype(np.uint8), 0.5)
+    assert missed.mean_dice == 1.0 and missed.review is True and "no tumour found" in missed.reason

@@ -8,7 +8,8 @@ the masks are recorded from each mirroring's logits before they join the average
 Memory: each mirroring's mask is kept packed, one bit per voxel (1 byte per network-grid voxel
 for all 8), and the softmax that gives it runs a few slices at a time: negligible beside the
 stitched logits (``config.MEMBER_BYTES_PER_VOXEL``). docs/confidence.md says what the figures
-mean and how the review threshold was chosen.
+mean and how the review threshold was chosen; a case with no tumour is flagged too, since
+mirrorings that all miss a tumour agree perfectly (measured: docs/confidence.md).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from ..dice import dice
 from ..results import Confidence
 
 SLICES_PER_STEP = 8  # network-grid slices per softmax step (bounds the temporary)
+NO_TUMOUR = "no tumour found (every PANTHER Task 1 case has one; mirrorings that all miss it agree perfectly)"
 NO_MIRRORING = "no mirroring (--fast or --no-tta): no confidence without the mirrored predictions"
 
 
@@ -67,11 +69,13 @@ def mirror_confidence(votes: MirrorVotes | None, final: np.ndarray, voxel_ml: fl
         scores.append(float(dice(mask, final)))
         volumes.append(int(np.count_nonzero(mask)) * voxel_ml)
     mean = float(np.mean(scores))
-    review = mean < REVIEW_MEAN_DICE
+    reasons = [f"mean mirrored Dice {mean:.3f} < {REVIEW_MEAN_DICE}"] if mean < REVIEW_MEAN_DICE else []
+    if not final.any():
+        reasons.append(NO_TUMOUR)
     return Confidence(
         computed=True, mirrorings=len(votes), mean_dice=mean, min_dice=float(min(scores)),
-        volume_ml_min=float(min(volumes)), volume_ml_max=float(max(volumes)), review=review,
-        reason=f"mean mirrored Dice {mean:.3f} < {REVIEW_MEAN_DICE}" if review else "",
+        volume_ml_min=float(min(volumes)), volume_ml_max=float(max(volumes)), review=bool(reasons),
+        reason="; ".join(reasons),
     )
 
 

@@ -99,9 +99,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--output-format goes with -i/--input (grand-challenge mode writes .mha)")
     if args.save_uncertainty and (args.fast or args.no_tta):
         p.error("--save-uncertainty needs the mirrorings: not with --fast or --no-tta")
-    for flag in ("save_uncertainty", "statistics"):
-        if getattr(args, flag) and not args.inputs:
-            p.error(f"--{flag.replace('_', '-')} goes with -i/--input (batch mode)")
     if args.overlap is not None and not 0 <= args.overlap < 1:
         p.error("--overlap must be in [0, 1)")
     if args.batch_size is not None and args.batch_size < 1:
@@ -121,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     args = parse_args(argv)
     start = time.perf_counter()
+    batch_only = [flag for flag in ("statistics", "save_uncertainty") if getattr(args, flag)]
+    if batch_only and not args.inputs:  # checked here, not in parse_args: the cohort parses batch options without -i
+        log.error("error: --%s goes with -i/--input (batch mode)", batch_only[0].replace("_", "-"))
+        return 2
     try:
         extras = Extras(probabilities=args.save_probabilities, pancreas=args.save_pancreas, uncertainty=args.save_uncertainty)
         cases = batch_cases(args.inputs, args.output, extras, args.output_format, args.series_uid) if args.inputs else None  # bad inputs refused before the network loads

@@ -51,7 +51,7 @@ PANCREAS_MARGIN_MM = 6.0
 
 # confidence (panther_seg/inference/confidence.py): a case whose mirrorings agree with its final
 # tumour mask less than this (mean Dice) is flagged for review; chosen by measurement (docs/confidence.md)
-REVIEW_MEAN_DICE = 0.8
+REVIEW_MEAN_DICE = 0.9
 
 # measurements (panther_seg/reporting/measurements.py): size categories by the longest in-plane
 # diameter, the AJCC T1/T2/T3 cut-offs for pancreatic tumours (size only, not a stage)

@@ -12,7 +12,7 @@ import torch
 
 from conftest import PANTHER_STATS, blob_volume, write_image
 from panther_seg.cli import main
-from panther_seg.config import TUMOUR_THRESHOLD
+from panther_seg.config import REVIEW_MEAN_DICE, TUMOUR_THRESHOLD
 from panther_seg.contract.checkpoint import load_checkpoint
 from panther_seg.contract.resources import Resources
 from panther_seg.dice import dice
@@ -70,7 +70,7 @@ def test_mirroring_record_changes_no_mask_and_its_figures_are_the_mirrorings_dic
     voxel_ml = float(np.prod(prep.grid.spacing)) / 1000
     assert c.volume_ml_min == pytest.approx(min(m.sum() for m in own) * voxel_ml)
     assert c.volume_ml_max == pytest.approx(max(m.sum() for m in own) * voxel_ml)
-    assert c.review == (c.mean_dice < 0.8)
+    assert c.review == (c.mean_dice < REVIEW_MEAN_DICE)
 
     count = sum((m != final.astype(bool)).astype(np.uint8) for m in own)
     assert np.array_equal(disagreement(votes, final), count)
@@ -129,9 +129,9 @@ def test_confidence_figures_and_the_review_rule():
     assert c.computed and c.mirrorings == 8
     assert c.mean_dice == pytest.approx((6 * 1.0 + 96 / 144 + 0.0) / 8) and c.min_dice == 0.0
     assert (c.volume_ml_min, c.volume_ml_max) == (0.0, 72.0)
-    assert c.review is False and c.reason == ""  # mean 0.83 >= 0.8
-    worse = mirror_confidence(votes_of([final] * 2 + [shifted] * 6), final.astype(np.uint8), 0.5)
-    assert worse.review is True and "mean mirrored Dice 0.750 < 0.8" in worse.reason
+    assert c.review is True and c.reason == f"mean mirrored Dice 0.833 < {REVIEW_MEAN_DICE}"
+    good = mirror_confidence(votes_of([final] * 7 + [shifted]), final.astype(np.uint8), 0.5)
+    assert good.mean_dice == pytest.approx((7 + 2 / 3) / 8) and good.review is False and good.reason == ""
     empty = np.zeros_like(final)
     missed = mirror_confidence(votes_of([empty] * 8), empty.astype(np.uint8), 0.5)
     assert missed.mean_dice == 1.0 and missed.review is True and "no tumour found" in missed.reason

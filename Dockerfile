@@ -61,6 +61,7 @@ COPY panther_seg/io/ ./panther_seg/io/
 COPY panther_seg/contract/ ./panther_seg/contract/
 COPY panther_seg/inference/ ./panther_seg/inference/
 COPY panther_seg/network/ ./panther_seg/network/
+COPY panther_seg/reporting/ ./panther_seg/reporting/
 COPY panther_seg/system/ ./panther_seg/system/
 COPY panther_seg/tools/ ./panther_seg/tools/
 COPY resources/ ./resources/

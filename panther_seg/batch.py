@@ -22,7 +22,13 @@ from .io.outputs import (
     DICOM_SEG_SUFFIX, DicomSegPaths, OutputPaths, batch_outputs, check_outputs, is_dicom_seg_path, is_mask_path,
     outputs_beside, write_outputs,
 )
-from .contract.model_provenance import model_provenance
+from .contract.provenance import model_provenance
+from .inference.options import describe_departures
+from .io.images import case_id
+from .reporting.statistics import (
+    CSV_NAME, protocol_dict, read_statistics_json, statistics_path, statistics_row, to_json_dict, write_statistics_csv,
+    write_statistics_json,
+)
 from .results import Extras, ModelProvenance, Segmentation, Timings
 from .system.memory import MemoryBudget
 
@@ -103,7 +109,7 @@ def read_case(src: Case, budget: MemoryBudget) -> tuple[sitk.Image, DicomSeries 
     return read_image(src, budget), None
 
 
-def segment_file(segmenter: Segmenter, src: Case, dst: Destination) -> dict[str, float]:
+def segment_file(segmenter: Segmenter, src: Case, dst: Destination, statistics: bool = False) -> dict[str, float]:
     timings = Timings()
     check_outputs(dst)
     with timings.stage("read"):
@@ -113,6 +119,8 @@ def segment_file(segmenter: Segmenter, src: Case, dst: Destination) -> dict[str,
     with timings.stage("write"):
         written = write_case(segmentation, dst, series, model_provenance(segmenter.resources))
     log.info("wrote %s", written)
+    if statistics:
+        write_case_statistics(segmenter, src, dst, segmentation, timings.seconds)
     return timings.seconds
 
 
@@ -122,6 +130,36 @@ def write_case(segmentation: Segmentation, dst: Destination, series: DicomSeries
     if isinstance(dst, StoredSeg):
         return dst.store(lambda paths: write_outputs(segmentation, paths, series, model))
     return ", ".join(str(p) for p in write_outputs(segmentation, dst, series, model))
+
+
+def case_statistics(segmenter: Segmenter, src: Case, dst: Destination, segmentation: Segmentation | None = None,
+                    seconds: dict[str, float] | None = None, error: str = "", status: str = "done") -> dict[str, Any]:
+    """A case's statistics (docs/statistics.md): a written case's, or a refused one's with its error."""
+    protocol = protocol_dict(describe_departures(segmenter.settings, segmenter.preprocessing), segmenter.settings,
+                             segmenter.preprocessing.to_dict())
+    return to_json_dict(case_id(dst.tumour), case_source(src), status, segmenter.resources.provenance, protocol,
+                        segmentation, seconds, dst.chosen() if segmentation is not None else None, error)
+
+
+def write_case_statistics(segmenter: Segmenter, src: Case, dst: Destination, segmentation: Segmentation,
+                          seconds: dict[str, float]) -> None:
+    path = statistics_path(dst.tumour)
+    write_statistics_json(path, case_statistics(segmenter, src, dst, segmentation, seconds))
+    log.info("wrote %s", path)
+
+
+def write_batch_statistics(segmenter: Segmenter, cases: list[tuple[Case, Destination]], errors: dict[Case, str], folder: Path) -> Path:
+    """``statistics.csv`` in the output folder: each written case's row from its statistics.json,
+    each refused case's status and error."""
+    rows = []
+    for src, dst in cases:
+        data = None if src in errors else read_statistics_json(statistics_path(dst.tumour))
+        if data is None:
+            data = case_statistics(segmenter, src, dst, error=errors.get(src, "no statistics written"), status="refused" if src in errors else "failed")
+        rows.append(statistics_row(data))
+    path = folder / CSV_NAME
+    write_statistics_csv(path, rows)
+    return path
 
 
 def batch_inputs(paths: list[Path | str], series_uid: str | None = None, phase: int | None = None,
@@ -162,8 +200,8 @@ def batch_destinations(files: list[Case], output: Path | str, extras: Extras,
     if dicom_seg:
         if is_mask_path(output):
             raise InputError(output, "--output-format dicom-seg writes <case>.dcm: give a folder or a .dcm file")
-        if extras.probabilities:
-            raise InputError(output, "a DICOM SEG holds masks only: --save-probabilities needs an image output")
+        if extras.probabilities or extras.uncertainty:
+            raise InputError(output, "a DICOM SEG holds masks only: --save-probabilities and --save-uncertainty need an image output")
         for f in files:
             if not isinstance(f, DICOM_CASES):
                 raise InputError(f, "a DICOM SEG output needs a DICOM series input (a folder of DICOM files)")
@@ -212,23 +250,28 @@ def batch_cases(inputs: list[Path | str], output: Path | str, extras: Extras, ou
 
 
 def run_batch(segmenter: Segmenter, cases: list[tuple[Case, Destination]], output: Path,
-              overlap: bool | None = None) -> int:
+              overlap: bool | None = None, statistics: bool = False) -> int:
     """Every case (from ``batch_cases``), each failure reported and counted, never stopping the
     others; ``output`` is named in the closing line. ``overlap`` (default: on a GPU) reads and preprocesses the next case and
     writes the previous one while the network runs (``overlapped_cases``); the outputs are the
-    same either way."""
+    same either way. ``statistics``: each case's statistics.json and, when ``output`` is a folder,
+    ``statistics.csv``."""
     from tqdm import tqdm
 
     failed = []
+    errors: dict[Case, str] = {}
     progress = len(cases) > 1 and sys.stderr.isatty()  # no bar between the error lines of a log
     overlap = segmenter.settings.device == "cuda" if overlap is None else overlap
     with tqdm(total=len(cases), desc="cases", unit="case", file=sys.stderr, disable=not progress) as bar:
-        for src, error in (overlapped_cases if overlap else sequential_cases)(segmenter, cases):
+        for src, error in (overlapped_cases if overlap else sequential_cases)(segmenter, cases, statistics):
             if error is not None:
                 log.error("error: %s", error)
                 failed.append(src)
+                errors[src] = str(error)
             bar.update()
     log.info("%d of %d cases written to %s", len(cases) - len(failed), len(cases), output)
+    if statistics and output.is_dir():
+        log.info("statistics of every case: %s", write_batch_statistics(segmenter, cases, errors, output))
     return 1 if failed else 0
 
 
@@ -238,11 +281,12 @@ def case_source(src: Case) -> Path:
     return src.folder if isinstance(src, DicomCase) else src
 
 
-def sequential_cases(segmenter: Segmenter, cases: list[tuple[Case, Destination]]) -> Iterator[tuple[Case, InputError | None]]:
+def sequential_cases(segmenter: Segmenter, cases: list[tuple[Case, Destination]],
+                     statistics: bool = False) -> Iterator[tuple[Case, InputError | None]]:
     """Each case in turn: its source and its error, if any."""
     for src, dst in cases:
         try:
-            segment_file(segmenter, src, dst)
+            segment_file(segmenter, src, dst, statistics)
         except InputError as e:
             yield src, e
         else:
@@ -262,11 +306,12 @@ class InFlight:
     image: sitk.Image | None = None
     series: Any = None  # a DICOM case's series, which a DICOM SEG references
     prepared: Any = None
-    probabilities: tuple[Any, Any] | None = None
+    probabilities: Any = None  # the network's output (inference.pipeline.NetworkOutput)
     error: BaseException | None = None
 
 
-def overlapped_cases(segmenter: Segmenter, cases: list[tuple[Case, Destination]]) -> Iterator[tuple[Case, InputError | None]]:
+def overlapped_cases(segmenter: Segmenter, cases: list[tuple[Case, Destination]],
+                     statistics: bool = False) -> Iterator[tuple[Case, InputError | None]]:
     """``sequential_cases`` with the stages in three threads, like nnU-Net's background workers:
     a reader (read, check, preprocess), the network, a writer (post-process, input grid, write).
     A semaphore holds at most ``CASES_IN_FLIGHT`` cases in memory. Results come back in order; an
@@ -303,10 +348,12 @@ def overlapped_cases(segmenter: Segmenter, cases: list[tuple[Case, Destination]]
         case.prepared.volume = None  # the network's input is no longer needed
 
     def write(case: InFlight) -> None:
-        segmentation = segmenter.finish(case.image, case.prepared, *case.probabilities, case.timings, segmenter.extras)
+        segmentation = segmenter.finish(case.image, case.prepared, case.probabilities, case.timings, segmenter.extras)
         with case.timings.stage("write"):
             written = write_case(segmentation, case.dst, case.series, model_provenance(segmenter.resources))
         log.info("wrote %s", written)
+        if statistics:
+            write_case_statistics(segmenter, case.src, case.dst, segmentation, case.timings.seconds)
 
     def reader() -> None:
         for src, dst in cases:

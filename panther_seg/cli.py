@@ -70,6 +70,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--save-probabilities", action="store_true", help="also write the tumour and pancreas probability maps (float32, on the input grid)")
     p.add_argument("--preview", action="store_true", help="batch mode: also write <case>_preview.png (three views through the largest lesion, measurements written on it)")
     p.add_argument("--report", action="store_true", help="batch mode: also write OUT/report/index.html, a report of the cases that opens from disk in a browser")
+    p.add_argument("--save-uncertainty", action="store_true", help="also write <case>_uncertainty: per voxel, the fraction of "
+                   "the 8 mirrorings that disagree with the final tumour mask (float32, input grid; not with --fast or --no-tta)")
+    p.add_argument("--statistics", action="store_true", help="batch mode: also write <case>_statistics.json beside each mask "
+                   "(measurements, confidence, timings, the model's provenance; docs/statistics.md) and, for an output folder, statistics.csv")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     departures = p.add_argument_group(
         "departures from the original protocol (docs/protocol.md gives each one's measured effect on the mask)"
@@ -103,6 +107,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--phase must be at least 1 (time points are numbered from 1)")
     if args.output_format != "image" and not args.inputs:
         p.error("--output-format goes with -i/--input (grand-challenge mode writes .mha)")
+    if args.save_uncertainty and (args.fast or args.no_tta):
+        p.error("--save-uncertainty needs the mirrorings: not with --fast or --no-tta")
     if args.overlap is not None and not 0 <= args.overlap < 1:
         p.error("--overlap must be in [0, 1)")
     if args.batch_size is not None and args.batch_size < 1:
@@ -127,15 +133,20 @@ def main(argv: list[str] | None = None) -> int:
         log.error("error: --preview and --report go with -i/--input (batch mode)")
         return 2
     start = time.perf_counter()
+    batch_only = [flag for flag in ("statistics", "save_uncertainty") if getattr(args, flag)]
+    if batch_only and not args.inputs:  # checked here, not in parse_args: the cohort parses batch options without -i
+        log.error("error: --%s goes with -i/--input (batch mode)", batch_only[0].replace("_", "-"))
+        return 2
     # the I/O stack (SimpleITK) loads only now, torch below: --help and argument errors answer without them
     from .batch import batch_cases, run_batch, segment_file
     from .io.grand_challenge import find_gc_input, gc_outputs
     from .results import Extras
 
     try:
-        extras = Extras(probabilities=args.save_probabilities, pancreas=args.save_pancreas)
+        extras = Extras(probabilities=args.save_probabilities, pancreas=args.save_pancreas, uncertainty=args.save_uncertainty)
         cases = batch_cases(args.inputs, args.output, extras, args.output_format, args.series_uid, args.phase, args.dicomweb_user) if args.inputs else None  # bad inputs refused before the network loads
         # torch and the pipeline: only once the inputs are known good
+        from .contract.provenance import DEMONSTRATION_WARNING
         from .inference.options import describe_departures
         from .inference.pipeline import Segmenter, peak_memory
         from .system.device import describe
@@ -147,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
             "checkpoint %s; statistics %s; target spacing %s mm (x, y, z)",
             resources.describe(), resources.stats_source, resources.stats.target_spacing(),
         )
+        if resources.demonstration:
+            log.warning(DEMONSTRATION_WARNING)
         log.info("window %s, overlap %s, mirrorings %d, batch %s, fp16 %s; preprocessing %s", settings.window,
                  settings.overlap, 2 ** len(settings.mirror_axes), settings.batch_size or "auto", settings.fp16, preprocessing.to_dict())
         log.info(describe_departures(settings, preprocessing))
@@ -154,13 +167,12 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("WARNING: --fp16 applies on the GPU only; running fp32 on the %s", settings.device.upper())
         log.info(segmenter.budget.describe())
         if args.inputs:
-            status = run_batch(segmenter, cases, args.output)
+            # the report's table is the cases' statistics: --report implies --statistics
+            status = run_batch(segmenter, cases, args.output, statistics=args.statistics or args.report)
             if args.preview or args.report:
-                from .reporting.records import is_demonstration
                 from .reporting.run import after_batch
 
-                demonstration = any(is_demonstration(m.provenance) for m in resources.members)
-                after_batch(cases, args.output, args.preview, args.report, demonstration)
+                after_batch(cases, args.output, args.preview, args.report, resources.demonstration)
         else:
             src = find_gc_input(args.input_root)
             segment_file(segmenter, src, gc_outputs(args.output_root, segmenter.extras))

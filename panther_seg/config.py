@@ -49,12 +49,21 @@ FAST_OVERLAP = 0.25
 GAUSSIAN_SIGMA_SCALE = 0.125  # MONAI's default: sigma = 0.125 x window
 
 # post-processing
+FACE_CONNECTIVITY = 1  # scipy's connectivity rank: voxels sharing a face (6-neighbourhood); also the lesions' definition
 TUMOUR_THRESHOLD = 0.45
 PANCREAS_THRESHOLD = 0.5
 MIN_COMPONENT_MM3 = 50.0
 MIN_COMPONENT_FRACTION = 0.0005  # of the total predicted volume
 SECOND_COMPONENT_RATIO = 0.2
 PANCREAS_MARGIN_MM = 6.0
+
+# confidence (panther_seg/inference/confidence.py): a case whose mirrorings agree with its final
+# tumour mask less than this (mean Dice) is flagged for review; chosen by measurement (docs/confidence.md)
+REVIEW_MEAN_DICE = 0.9
+
+# measurements (panther_seg/reporting/measurements.py): size categories by the longest in-plane
+# diameter, the AJCC T1/T2/T3 cut-offs for pancreatic tumours (size only, not a stage)
+SIZE_CUTOFFS_MM = (20.0, 40.0)
 
 # input sanity (checked on the header, before any voxel is read)
 SPACING_RANGE_MM = (0.01, 100.0)  # plausible voxel spacing; outside it is a unit error (m, um) or a broken header

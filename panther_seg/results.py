@@ -35,6 +35,7 @@ class Extras:
 
     probabilities: bool = False  # tumour and pancreas probability maps (float32, input grid, linear)
     pancreas: bool = False  # the pancreas mask the post-processing uses (probability >= 0.5)
+    uncertainty: bool = False  # the fraction of mirrorings disagreeing with the final mask (float32, input grid)
 
 
 @dataclass(frozen=True)

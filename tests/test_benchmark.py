@@ -21,7 +21,7 @@ def test_benchmark_reports_every_stage_the_window_comparison_and_the_machine(tmp
     assert 0 < window["fraction_of_matmul"]
     (run,) = report["runs"]
     assert run["case"] == "custom" and run["protocol"] == "fast"
-    assert set(run["stages_s"]) == {"read", "preprocess", "network", "postprocess", "to input grid", "write"}
+    assert set(run["stages_s"]) == {"read", "preprocess", "network", "postprocess", "to input grid", "measure", "write"}
     assert all(v > 0 for v in run["peak_ram_gib"].values())
     startup = report["startup"]  # fresh processes: --help, imports, checkpoint, a whole --fast run of the case
     (round_,) = startup["rounds"]

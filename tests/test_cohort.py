@@ -7,6 +7,7 @@ the command in subprocesses that join it with --address."""
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import os
 import signal
@@ -181,3 +182,25 @@ def test_a_changed_output_or_option_makes_a_case_due_again_but_the_memory_limit_
         return options_fingerprint(parse_args([str(tmp_path), "-o", str(tmp_path / "out"), *options])[1])
 
     assert fingerprint("--memory-limit", "4") == fingerprint() != fingerprint("--fast")
+
+
+def test_statistics_of_every_case_with_refusals_and_after_a_rerun(tmp_path, small_checkpoint, ray_session):
+    from panther_seg.reporting.statistics import SCHEMA
+
+    make_cases(tmp_path / "in", 2)
+    (tmp_path / "in" / "broken.mha").write_text("not an image")
+    own, args = parse_args([str(tmp_path / "in"), "-o", str(tmp_path / "cohort"), "--checkpoint", str(small_checkpoint),
+                            "--fast", "--statistics"])
+    run_cohort(own.inputs, own.output, args, workers=1)
+    again = run_cohort(own.inputs, own.output, args, workers=1)  # the done cases skipped, still in the CSV
+    assert again.skipped == 2
+    manifest = {r["case"]: r for r in rows(own.output)}
+    for i in range(2):
+        data = json.loads((own.output / f"case0{i}_statistics.json").read_text())
+        assert data["schema"] == SCHEMA and data["status"] == "done" and data["case"] == f"case0{i}"
+        assert data["measurements"]["tumour_volume_ml"] == pytest.approx(float(manifest[f"case0{i}.nii.gz"]["tumour_ml"]), abs=1e-3)
+    with open(own.output / "statistics.csv", newline="") as f:
+        table = {r["case"]: r for r in csv.DictReader(f)}
+    assert set(table) == {"case00", "case01", "broken"}
+    assert table["broken"]["status"] == "refused" and "broken.mha" in table["broken"]["error"]
+    assert table["case00"]["status"] == "done" and table["case00"]["tumour_volume_ml"] != ""

@@ -57,16 +57,17 @@ def test_out_of_gpu_memory_stitches_on_the_host_then_one_window_then_the_cpu(mon
     real = pipeline.predict_probabilities
     calls = []
 
-    def out_of_memory_three_times(models, volume, settings):
+    def out_of_memory_three_times(models, volume, settings, on_mirroring=None):
         calls.append((settings.batch_size, settings.device, settings.stitch_device, list(moves)))
         if len(calls) <= 3:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real(models, volume, settings)
+        return real(models, volume, settings, on_mirroring)
 
     monkeypatch.setattr(pipeline, "predict_probabilities", out_of_memory_three_times)
     volume = torch.from_numpy(np.random.default_rng(0).normal(size=(20, 40, 40)).astype(np.float32))
     configure_logging()
-    result = segmenter.probabilities(volume)
+    result, votes = segmenter.probabilities(volume)
+    assert votes is None  # no mirroring: nothing to record
     assert calls == [(4, "cpu", None, []), (4, "cpu", "cpu", []), (1, "cpu", "cpu", []), (1, "cpu", None, ["cpu"])]
     err = capsys.readouterr().err
     assert err.index("stitching on the host, the network still on the GPU") < err.index("retrying with 1") < err.index("running this case on the CPU")

@@ -19,7 +19,7 @@ hd = pytest.importorskip("highdicom", reason="DICOM support needs requirements-d
 from conftest import ROOT  # noqa: E402
 from test_cli_dicom import files_under, run  # noqa: E402
 from test_dicom import smoke_volume, write_mr_series  # noqa: E402
-from panther_seg.contract.model_provenance import model_provenance  # noqa: E402
+from panther_seg.contract.provenance import model_provenance  # noqa: E402
 from panther_seg.contract.resources import resolve_resources  # noqa: E402
 from panther_seg.errors import InputError  # noqa: E402
 from panther_seg.inference.pipeline import Segmenter  # noqa: E402

@@ -28,9 +28,11 @@ from .. import batch, cli
 from ..errors import InputError
 from ..results import Extras
 from ..io.dicomweb import is_url, location
-from ..io.images import has_image_suffix
+from ..io.images import case_id, has_image_suffix
 from ..io.outputs import OutputPaths, is_mask_path
 from ..io.files import TEMPORARY_PREFIX
+from ..contract.provenance import DEMONSTRATION_WARNING
+from ..reporting.statistics import CSV_NAME, read_statistics_json, statistics_path, statistics_row, write_statistics_csv
 from .manifest import MANIFEST_NAME, CaseRecord, Manifest, join_checksums
 
 log = logging.getLogger("panther_seg")
@@ -102,6 +104,8 @@ def options_fingerprint(args: argparse.Namespace) -> str:
     the progress bar: a rerun with a higher limit redoes the refused cases only."""
     chosen = {name: str(value) for name, value in sorted(vars(cli.options_from(args)).items())
               if name not in ("progress", "memory_limit")}
+    if args.statistics:  # a rerun that asks for statistics redoes the cases written without them
+        chosen["statistics"] = "True"
     files = [Path(p) for p in (args.checkpoint or [])] + ([Path(args.stats)] if args.stats else [])
     chosen["files"] = [f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files if p.exists()]
     return hashlib.sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
@@ -176,7 +180,7 @@ def run_cohort(inputs: list[Path], output: Path, args: argparse.Namespace, worke
 
     from .workers import Outcome, error_line, read_case, start_workers
 
-    extras = Extras(probabilities=args.save_probabilities, pancreas=args.save_pancreas)
+    extras = Extras(probabilities=args.save_probabilities, pancreas=args.save_pancreas, uncertainty=args.save_uncertainty)
     if args.output_format != "image":
         raise InputError(output, "the cohort command writes image outputs only: for DICOM SEG use panther-seg")
     files = batch.batch_inputs(expand_inputs(inputs), args.series_uid, args.phase, args.dicomweb_user)
@@ -211,6 +215,8 @@ def run_cohort(inputs: list[Path], output: Path, args: argparse.Namespace, worke
                 if problem is not None:
                     raise InputError(None, problem)
                 log.info("worker %s ready on %s", name, device)
+            if ray.get(actors[0].demonstration.remote()):
+                log.warning(DEMONSTRATION_WARNING)
             preparation = ray.put(ray.get(actors[0].preparation.remote()))  # the same for every worker
             start = time.perf_counter()
             while todo or running:
@@ -221,7 +227,7 @@ def run_cohort(inputs: list[Path], output: Path, args: argparse.Namespace, worke
                     case.submitted = time.perf_counter()
                     slot = min(up, key=load.__getitem__)
                     image = read_case.remote(case.source, preparation)
-                    running[actors[slot].segment.remote(image, str(case.source), case.destination)] = (case, slot)
+                    running[actors[slot].segment.remote(image, str(case.source), case.destination, args.statistics)] = (case, slot)
                     load[slot] += 1
                 ready, _ = ray.wait(list(running) + list(probes), num_returns=1)
                 if ready[0] in probes:
@@ -260,7 +266,25 @@ def run_cohort(inputs: list[Path], output: Path, args: argparse.Namespace, worke
                 ray.kill(actor, no_restart=True)
     counts = Counter(r.status for r in done_now)
     counts["skipped (done before)"] = skipped
+    if args.statistics:
+        log.info("statistics of every case: %s", write_cohort_statistics(cases, manifest, output))
     return Summary(counts, done_now, skipped)
+
+
+def write_cohort_statistics(cases: list[Case], manifest: Manifest, output: Path) -> Path:
+    """``statistics.csv``: every case of the cohort (those done before included), from its
+    statistics.json when it was written, else its manifest row's status and error."""
+    rows = []
+    for case in cases:
+        data = read_statistics_json(statistics_path(case.destination.tumour))
+        row = manifest.rows.get(case.key)
+        if data is None or (row is not None and row.status != "done"):
+            data = {"case": case_id(case.destination.tumour), "input": str(case.source), "status": row.status if row else "failed",
+                    "error": row.error if row else "not run"}
+        rows.append(statistics_row(data))
+    path = output / CSV_NAME
+    write_statistics_csv(path, rows)
+    return path
 
 
 def work_seconds(row: CaseRecord) -> float:

@@ -31,6 +31,7 @@ import SimpleITK as sitk
 from ..errors import InputError
 from ..batch import DicomCase
 from ..batch import read_case as read_source
+from ..batch import write_case_statistics
 from ..inference.pipeline import Preparation
 from ..results import Timings
 from ..inference.preprocessing import Preprocessed
@@ -143,11 +144,15 @@ class CaseWorker:
         device = self.segmenter.settings.device if self.problem is None else "?"
         return self.name, self.problem, device
 
+    def demonstration(self) -> bool:
+        """The checkpoint says it is a demonstration (the driver warns once)."""
+        return self.segmenter.resources.demonstration
+
     def preparation(self) -> Preparation:
         """The Segmenter's preprocessing, for the read tasks."""
         return self.segmenter.preparation
 
-    def segment(self, case: ReadCase | Outcome, source: str, destination: OutputPaths) -> Outcome:
+    def segment(self, case: ReadCase | Outcome, source: str, destination: OutputPaths, statistics: bool = False) -> Outcome:
         if isinstance(case, Outcome):  # refused or failed while reading
             return case
         timings = Timings()
@@ -155,15 +160,16 @@ class CaseWorker:
         try:
             check_outputs(destination)
             with self.segmenter.errors_named(Path(source)):
-                tumour, pancreas = self.segmenter.infer(case.prepared, timings, Path(source))
-                segmentation = self.segmenter.finish(case.image(), case.prepared, tumour, pancreas, timings, self.segmenter.extras)
+                output = self.segmenter.infer(case.prepared, timings, Path(source))
+                segmentation = self.segmenter.finish(case.image(), case.prepared, output, timings, self.segmenter.extras)
             start = time.perf_counter()
             write_outputs(segmentation, destination)
             checksums = {path.name: sha256(path) for path in destination.chosen().values()}
             seconds["write"] = time.perf_counter() - start
             seconds["segment"] = sum(timings.seconds.values())
-            tumour = sitk.GetArrayViewFromImage(segmentation.tumour)
-            ml = float(np.count_nonzero(tumour)) * float(np.prod(segmentation.tumour.GetSpacing())) / 1000.0
+            if statistics:
+                write_case_statistics(self.segmenter, Path(source), destination, segmentation, seconds)
+            ml = segmentation.measurements.tumour_volume_ml
             return Outcome("done", checksums=checksums, tumour_ml=ml, worker=self.name, seconds=seconds, worker_peak_gib=peak_rss_gib())
         except InputError as e:
             return Outcome("refused", error_line(e), worker=self.name, seconds=seconds)

@@ -16,11 +16,13 @@ import argparse
 import shutil
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .checkpoint import LoadedModel, load_checkpoint
 from .model_contract import ModelContract
+from .provenance import describe_model, is_demonstration
 from .network_config import check_pipeline_config
 from ..config import CHECKPOINT_SUFFIXES, MODEL_TARBALL_DIR, RESOURCES_DIR, SHA256_FILE_NAME, STATS_FILE_NAME
 from ..errors import FieldError, InputError
@@ -45,6 +47,22 @@ class Resources:
     def describe(self) -> str:
         names = ", ".join(f"{p} ({m.kind})" for p, m in zip(self.checkpoint_paths, self.members))
         return f"{'ensemble of ' + str(len(self.members)) + ': ' if len(self.members) > 1 else ''}{names}"
+
+    @property
+    def demonstration(self) -> bool:
+        """A member records that it is a demonstration (trained on synthetic data): not a model for real scans."""
+        return any(is_demonstration(m.provenance) for m in self.members)
+
+    @cached_property
+    def provenance(self) -> dict[str, Any]:
+        """The model that makes this run's results: each checkpoint's file, SHA-256 and what it
+        records of its training (data, when, which code), and the statistics' source; written
+        into every statistics.json (docs/statistics.md)."""
+        return {
+            "demonstration": self.demonstration,
+            "checkpoints": [describe_model(p, sha256(p), m.kind, m.provenance) for p, m in zip(self.checkpoint_paths, self.members)],
+            "statistics": self.stats_source,
+        }
 
 
 def checkpoint_files(folder: Path) -> list[Path]:

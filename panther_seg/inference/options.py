@@ -32,6 +32,7 @@ class Options:
     memory_limit: float | None = None  # GiB
     save_pancreas: bool = False
     save_probabilities: bool = False
+    save_uncertainty: bool = False  # the per-voxel disagreement of the mirrorings (needs mirroring)
     progress: bool | None = None  # a progress bar over windows (None: when stderr is a terminal)
 
     def __post_init__(self) -> None:

@@ -13,7 +13,7 @@ import resource
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -27,7 +27,9 @@ from ..errors import FieldError, InputError
 from ..io.images import read_image, validate_image
 from ..system.device import select_device
 from ..system.memory import MemoryBudget
+from ..reporting.measurements import measure
 from ..results import Extras, Segmentation, Timings
+from .confidence import MirrorVotes, disagreement, mirror_confidence
 from .geometry import to_input_grid
 from .options import Options
 from .postprocessing import postprocess
@@ -42,6 +44,15 @@ def peak_memory() -> str:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         text += f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
     return text
+
+
+class NetworkOutput(NamedTuple):
+    """Stage 2's result on the network's grid: the tumour and pancreas probabilities, and each
+    mirroring's thresholded tumour mask (None without mirroring), which the confidence reads."""
+
+    tumour: np.ndarray
+    pancreas: np.ndarray
+    votes: MirrorVotes | None
 
 
 @dataclass(frozen=True)
@@ -102,7 +113,7 @@ class Segmenter:
         config = model_config(opts.model_config, budget)
         resources = resolve_resources([Path(c) for c in checkpoints] if checkpoints else None,
                                       Path(stats) if stats is not None else None, config)
-        extras = Extras(probabilities=opts.save_probabilities, pancreas=opts.save_pancreas)
+        extras = Extras(probabilities=opts.save_probabilities, pancreas=opts.save_pancreas, uncertainty=opts.save_uncertainty)
         return cls(resources, opts.settings(chosen), opts.preprocessing(resources.contract.preprocessing), budget, extras)
 
     def segment(self, image: sitk.Image | Path | str, timings: Timings | None = None, source: object = None,
@@ -144,8 +155,7 @@ class Segmenter:
         extras = self.extras if extras is None else extras
         with self.errors_named(source):
             prepared = self.prepare(image, timings, source)
-            tumour, pancreas = self.infer(prepared, timings, source)
-            return self.finish(image, prepared, tumour, pancreas, timings, extras)
+            return self.finish(image, prepared, self.infer(prepared, timings, source), timings, extras)
 
     @property
     def preparation(self) -> "Preparation":
@@ -156,20 +166,22 @@ class Segmenter:
         """Stage 1 (host): the image on the network's grid (``preprocess_image``'s result)."""
         return self.preparation(image, timings, source)
 
-    def infer(self, prepared: Preprocessed, timings: Timings, source: object) -> tuple[np.ndarray, np.ndarray]:
+    def infer(self, prepared: Preprocessed, timings: Timings, source: object) -> NetworkOutput:
         """Stage 2 (the device): the tumour and pancreas probabilities on the network's grid."""
         with timings.stage("network"):
-            probabilities = self.probabilities(torch.from_numpy(prepared.volume))
+            probabilities, votes = self.probabilities(torch.from_numpy(prepared.volume))
             tumour = probabilities[self.contract.tumour_class].cpu().numpy()
             pancreas = probabilities[self.contract.pancreas_class].cpu().numpy()
             del probabilities
         if not (np.all(np.isfinite(tumour)) and np.all(np.isfinite(pancreas))):
             raise InputError(source, "the network's output is not finite (NaN or Inf) for this image; no mask written")
-        return tumour, pancreas
+        return NetworkOutput(tumour, pancreas, votes)
 
-    def finish(self, image: sitk.Image, prepared: Preprocessed, tumour: np.ndarray, pancreas: np.ndarray, timings: Timings,
+    def finish(self, image: sitk.Image, prepared: Preprocessed, output: NetworkOutput, timings: Timings,
                extras: Extras) -> Segmentation:
-        """Stage 3 (host): post-processing and the outputs on the input's grid."""
+        """Stage 3 (host): post-processing, the outputs on the input's grid, the measurements
+        (always: they are cheap) and the confidence."""
+        tumour, pancreas, votes = output
         with timings.stage("postprocess"):
             mask = postprocess(tumour, pancreas, prepared.grid.spacing[::-1])
         with timings.stage("to input grid"):
@@ -179,28 +191,51 @@ class Segmenter:
             if extras.probabilities:
                 out.tumour_probability = to_input_grid(tumour, prepared.grid, image, sitk.sitkLinear)
                 out.pancreas_probability = to_input_grid(pancreas, prepared.grid, image, sitk.sitkLinear)
+        with timings.stage("measure"):  # all that measuring adds to a run, the pancreas on the input grid included
+            pancreas_mask = out.pancreas if out.pancreas is not None else to_input_grid(pancreas >= PANCREAS_THRESHOLD, prepared.grid, image)
+            out.measurements = measure(image, out.tumour, pancreas_mask)
+            out.confidence = mirror_confidence(votes, mask, float(np.prod(prepared.grid.spacing)) / 1000.0)
+            if extras.uncertainty and votes is not None and out.confidence.computed:
+                out.uncertainty = uncertainty_image(disagreement(votes, mask), len(votes), prepared, image)
         log.info("  tumour voxels  %d", int(np.count_nonzero(sitk.GetArrayViewFromImage(out.tumour))))
         return out
 
-    def probabilities(self, volume: torch.Tensor) -> torch.Tensor:
+    def probabilities(self, volume: torch.Tensor) -> tuple[torch.Tensor, MirrorVotes | None]:
         """Class probabilities. Out of GPU memory, loudly rather than losing the case (as nnU-Net
         does): the stitching moves to the host while the network stays on the GPU, then one
         window per pass, then the whole case on the CPU."""
         for settings, warning in gpu_fallbacks(self.settings):
             if warning:
                 log.warning("WARNING: out of GPU memory %s", warning)
+            votes = self.new_votes()
             try:
-                return predict_probabilities(self.models, volume, settings)
+                return predict_probabilities(self.models, volume, settings, None if votes is None else votes.record), votes
             except torch.OutOfMemoryError:
                 torch.cuda.empty_cache()
         log.warning("WARNING: out of GPU memory even with 1 window per pass: running this case on the CPU (much slower)")
         for model in self.models:
             model.to("cpu")
         try:
-            return predict_probabilities(self.models, volume, replace(self.settings, batch_size=1, device="cpu", stitch_device=None, fp16=False))
+            votes = self.new_votes()
+            cpu = replace(self.settings, batch_size=1, device="cpu", stitch_device=None, fp16=False)
+            return predict_probabilities(self.models, volume, cpu, None if votes is None else votes.record), votes
         finally:
             for model in self.models:
                 model.to(self.settings.device)
+
+
+    def new_votes(self) -> MirrorVotes | None:
+        """A fresh record of the mirrorings (each attempt starts one), None without mirroring."""
+        return MirrorVotes(self.contract.tumour_class) if self.settings.mirror_axes else None
+
+
+def uncertainty_image(count: np.ndarray, mirrorings: int, prepared: Preprocessed, image: sitk.Image) -> sitk.Image:
+    """The fraction of mirrorings that disagree with the final mask, on the input's grid (float32;
+    the counts go by nearest neighbour, as the mask does, so that each voxel's fraction is exact)."""
+    on_input = to_input_grid(count, prepared.grid, image)
+    fraction = sitk.GetImageFromArray(sitk.GetArrayViewFromImage(on_input).astype(np.float32) / np.float32(mirrorings))
+    fraction.CopyInformation(on_input)
+    return fraction
 
 
 def model_config(value: Path | str | dict[str, Any] | None, budget: MemoryBudget | None = None) -> dict[str, Any] | None:

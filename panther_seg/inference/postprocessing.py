@@ -11,6 +11,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..config import (
+    FACE_CONNECTIVITY,
     MIN_COMPONENT_FRACTION,
     MIN_COMPONENT_MM3,
     PANCREAS_MARGIN_MM,
@@ -19,7 +20,7 @@ from ..config import (
     TUMOUR_THRESHOLD,
 )
 
-CROSS = ndimage.generate_binary_structure(3, 1)  # radius-1 ball = face connectivity
+CROSS = ndimage.generate_binary_structure(3, FACE_CONNECTIVITY)  # radius-1 ball = face connectivity
 
 
 def bbox(mask: np.ndarray, margin: int) -> tuple[slice, ...] | None:

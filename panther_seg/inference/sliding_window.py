@@ -19,7 +19,7 @@ import math
 import sys
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from tqdm import tqdm
@@ -144,13 +144,19 @@ def batch_size_for(settings: InferenceSettings, members: Sequence[SegFormer3D], 
     return chosen
 
 
+MirroringHook = Callable[[list[torch.Tensor]], None]  # one mirroring's (1, C, z, y, x) logits per member, flipped back
+
+
 @torch.inference_mode()
 def predict_logits(
-    models: SegFormer3D | Sequence[SegFormer3D], volume: torch.Tensor, settings: InferenceSettings
+    models: SegFormer3D | Sequence[SegFormer3D], volume: torch.Tensor, settings: InferenceSettings,
+    on_mirroring: MirroringHook | None = None,
 ) -> list[torch.Tensor]:
     """Each member's (C, z, y, x) float32 logits for a preprocessed (z, y, x) volume, averaged
     over the mirrorings, on ``settings.stitch_device`` (default ``settings.device``): the network
-    runs on ``settings.device``, the volume and the stitched logits live on the stitching device."""
+    runs on ``settings.device``, the volume and the stitched logits live on the stitching device.
+    ``on_mirroring`` sees each mirroring's logits before they join the sum (it must not change
+    them): the confidence's record of the mirrorings."""
     device = torch.device(settings.device)
     stitch_device = torch.device(settings.stitch_device or settings.device)
     members = as_ensemble(models)
@@ -168,8 +174,14 @@ def predict_logits(
                 overlap=settings.overlap, mode="gaussian", sigma_scale=GAUSSIAN_SIGMA_SCALE,
                 padding_mode="constant", cval=0.0, sw_device=device, device=stitch_device, roi_weight_map=weight,
             )
-            for i, logits in enumerate(out if isinstance(out, tuple) else (out,)):
-                logits = flip(logits, axes)
+            unflipped = list(out if isinstance(out, tuple) else (out,))
+            del out
+            flipped = []
+            while unflipped:  # each member's stitched logits freed as its flipped copy is made: the peak as before
+                flipped.append(flip(unflipped.pop(0), axes))
+            if on_mirroring is not None:
+                on_mirroring(flipped)
+            for i, logits in enumerate(flipped):
                 if len(sums) <= i:
                     sums.append(logits)
                 else:
@@ -181,11 +193,12 @@ def predict_logits(
 
 
 def predict_probabilities(
-    models: SegFormer3D | Sequence[SegFormer3D], volume: torch.Tensor, settings: InferenceSettings
+    models: SegFormer3D | Sequence[SegFormer3D], volume: torch.Tensor, settings: InferenceSettings,
+    on_mirroring: MirroringHook | None = None,
 ) -> torch.Tensor:
     """(C, z, y, x) float32 class probabilities on ``settings.device``: the softmax of each
     member's mirroring-averaged logits, averaged over the members."""
-    logits = predict_logits(models, volume, settings)
+    logits = predict_logits(models, volume, settings, on_mirroring)
     probabilities = torch.softmax(logits[0], dim=0)
     for member in logits[1:]:
         probabilities += torch.softmax(member, dim=0)

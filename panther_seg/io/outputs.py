@@ -40,6 +40,7 @@ OUTPUT_KINDS = {  # the fields of Segmentation and OutputPaths, in this order
     "pancreas": OutputKind("pancreas mask", "_pancreas", lambda extras: extras.pancreas),
     "tumour_probability": OutputKind("tumour probability map", "_tumour_probability", lambda extras: extras.probabilities),
     "pancreas_probability": OutputKind("pancreas probability map", "_pancreas_probability", lambda extras: extras.probabilities),
+    "uncertainty": OutputKind("uncertainty map", "_uncertainty", lambda extras: extras.uncertainty),
 }
 
 
@@ -49,6 +50,7 @@ class OutputPaths:
     pancreas: Path | None = None
     tumour_probability: Path | None = None
     pancreas_probability: Path | None = None
+    uncertainty: Path | None = None
 
     def chosen(self) -> dict[str, Path]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
@@ -129,7 +131,8 @@ def write_outputs(segmentation: Segmentation, paths: OutputPaths | DicomSegPaths
         for name, path in paths.chosen().items():
             image = getattr(segmentation, name)
             if image is None:
-                raise InputError(path, f"no {OUTPUT_KINDS[name].what} was computed")
+                raise InputError(path, f"no {OUTPUT_KINDS[name].what} was computed"
+                                       + (" (it needs the mirrorings: not with --fast or --no-tta)" if name == "uncertainty" else ""))
             write_image_atomic(image, path, OUTPUT_KINDS[name].what)
             written.append(path)
     except BaseException:

@@ -145,11 +145,6 @@ def collect_cases(out_dir: Path, known: list[ReportCase] | None = None) -> list[
     return merged(known or [], cases_from_manifest(out_dir), statistics)
 
 
-def is_demonstration(provenance: dict[str, Any]) -> bool:
-    """A checkpoint that says it is a demonstration (trained on synthetic data)."""
-    return provenance.get("demonstration") is True or str(provenance.get("note", "")).upper().startswith("DEMONSTRATION")
-
-
 def cases_from_batch(pairs: list[tuple[Any, Any]], demonstration: bool = False) -> list[ReportCase]:
     """A batch run's cases from (input, destination) pairs: a case whose mask is there was
     written (the run's log says why another was not)."""

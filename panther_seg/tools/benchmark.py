@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(report: dict[str, Any]) -> None:
-    stages = ["read", "preprocess", "network", "postprocess", "to input grid", "write"]
+    stages = ["read", "preprocess", "network", "postprocess", "to input grid", "measure", "write"]
     print(f"\n{'case':8} {'protocol':8} " + " ".join(f"{s:>13}" for s in stages) + f" {'total s':>8} {'RAM GiB':>8} {'GPU GiB':>8}")
     for run in report["runs"]:
         print(f"{run['case']:8} {run['protocol']:8} " + " ".join(f"{run['stages_s'].get(s, 0):13.2f}" for s in stages)

@@ -23,7 +23,6 @@ from .io.outputs import (
     outputs_beside, write_outputs,
 )
 from .contract.provenance import model_provenance
-from .inference.options import describe_departures
 from .io.images import case_id
 from .reporting.statistics import (
     CSV_NAME, protocol_dict, read_statistics_json, statistics_path, statistics_row, to_json_dict, write_statistics_csv,
@@ -135,6 +134,8 @@ def write_case(segmentation: Segmentation, dst: Destination, series: DicomSeries
 def case_statistics(segmenter: Segmenter, src: Case, dst: Destination, segmentation: Segmentation | None = None,
                     seconds: dict[str, float] | None = None, error: str = "", status: str = "done") -> dict[str, Any]:
     """A case's statistics (docs/statistics.md): a written case's, or a refused one's with its error."""
+    from .inference.options import describe_departures  # torch: not for --help of the commands that import this module
+
     protocol = protocol_dict(describe_departures(segmenter.settings, segmenter.preprocessing), segmenter.settings,
                              segmenter.preprocessing.to_dict())
     return to_json_dict(case_id(dst.tumour), case_source(src), status, segmenter.resources.provenance, protocol,

@@ -25,7 +25,7 @@ def test_benchmark_reports_every_stage_the_window_comparison_and_the_machine(tmp
     assert all(v > 0 for v in run["peak_ram_gib"].values())
     startup = report["startup"]  # fresh processes: --help, imports, checkpoint, a whole --fast run of the case
     (round_,) = startup["rounds"]
-    assert set(round_["stages"]) == {"read", "preprocess", "network", "postprocess", "to input grid", "write"}
+    assert set(round_["stages"]) == {"read", "preprocess", "network", "postprocess", "to input grid", "measure", "write"}
     assert all(startup[k] > 0 for k in ("help_s", "imports_s", "checkpoint_s", "case_wall_s", "case_stages_s", "fixed_s"))
     assert startup["fixed_s"] == pytest.approx(startup["case_wall_s"] - startup["case_stages_s"], abs=0.002)
     printed = capsys.readouterr().out

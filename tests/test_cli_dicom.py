@@ -74,7 +74,7 @@ def test_a_series_gives_a_seg_equal_to_the_mha_route(tmp_path, tiny_window_check
                           "--checkpoint", tiny_window_checkpoint, "--fast"], capsys)
     assert code == 0, err
     assert "input series:" in out
-    assert files_under(tmp_path / "out") == [tmp_path / "out" / "seg.dcm"]
+    assert files_under(tmp_path / "out") == [tmp_path / "out" / "seg.dcm", tmp_path / "out" / "seg_sr.dcm"]  # the SEG and its SR
     assert_seg_matches(tmp_path / "out" / "seg.dcm", tmp_path / "series", tumour, pancreas)
 
 
@@ -85,7 +85,7 @@ def test_batch_mode_writes_case_dcm_for_the_real_mri(tmp_path, tiny_window_check
     code, out, err = run(["-i", tmp_path / "cases", "-o", tmp_path / "segs", "--output-format", "dicom-seg", "--save-pancreas",
                           "--checkpoint", tiny_window_checkpoint, "--fast"], capsys)
     assert code == 0, err
-    assert files_under(tmp_path / "segs") == [tmp_path / "segs" / "patient7.dcm"]
+    assert files_under(tmp_path / "segs") == [tmp_path / "segs" / "patient7.dcm", tmp_path / "segs" / "patient7_sr.dcm"]
     assert_seg_matches(tmp_path / "segs" / "patient7.dcm", tmp_path / "cases" / "patient7", tumour, pancreas)
 
 
@@ -130,7 +130,7 @@ def test_dicom_seg_for_a_non_dicom_input_is_refused_before_any_work(tmp_path, ca
     write_mr_series(smoke_volume(), tmp_path / "series")
     code, _, err = run(["-i", tmp_path / "series", "-o", tmp_path / "o", "--output-format", "dicom-seg",
                         "--save-probabilities", "--checkpoint", missing], capsys)
-    assert code == 1 and "--save-probabilities needs an image output" in one_error_line(err)
+    assert code == 1 and "a DICOM SEG holds masks only: --save-probabilities" in one_error_line(err)
     assert files_under(tmp_path / "o") == []
 
 

@@ -101,7 +101,7 @@ def test_a_series_segmented_by_url_stores_the_same_seg_as_the_local_route(pacs, 
     code, out, err = run(["-i", series_url(pacs, "1.2.826.0.1.3680043.8.498.10"), "-o", pacs.dicomweb] + common, capsys)  # credentials from $NETRC
     assert code == 0, err
     assert f"stored on {pacs.dicomweb}" in out
-    assert pacs.instance_count() == len(files) + 1
+    assert pacs.instance_count() == len(files) + 2  # the SEG and the SR beside it
     [stored] = stored_segs(pacs, tmp_path / "from-server")
     stored_masks = read_dicom_seg_masks(stored, reference)
     for name in ("tumour", "pancreas"):
@@ -119,7 +119,7 @@ def test_a_url_to_a_local_folder_with_the_user_named(pacs, tmp_path, small_check
                           "--dicomweb-user", orthanc.USER, "--output-format", "dicom-seg"] + common, capsys)
     assert code == 0, err
     named = tmp_path / "out" / "1.2.826.0.1.3680043.8.498.11.dcm"  # the case is named by its SeriesInstanceUID
-    assert files_under(tmp_path / "out") == [named]
+    assert files_under(tmp_path / "out") == [named, named.with_name(named.stem + "_sr.dcm")]  # the SEG and its SR
     assert np.array_equal(hd.seg.segread(str(named)).pixel_array, hd.seg.segread(str(local)).pixel_array)
     assert frame_geometry(named) == frame_geometry(local)
     assert orthanc.PASSWORD not in out + err

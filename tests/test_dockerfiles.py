@@ -135,7 +135,8 @@ def test_the_inference_image_copies_what_inference_imports_and_no_training():
     """process.py, the smoke check (run inside the image by test.sh) and the benchmark (for GPU
     hosts), followed import by import: every module they need is copied; the image copies whole role folders, and nothing of
     training or evaluation (no Lightning code in the image that runs on grand-challenge). Beyond
-    what inference imports, only tools/ (the benchmark, for GPU hosts) and commands.py come along."""
+    what inference imports, only tools/ (the benchmark, for GPU hosts), reporting/ (batch mode's
+    previews and report, whose folder also holds the report command) and commands.py come along."""
     needed: set[Path] = set()
     todo = [ROOT / "process.py", ROOT / "panther_seg" / "tools" / "smoke_check.py", ROOT / "panther_seg" / "tools" / "benchmark.py"]
     while todo:
@@ -152,4 +153,4 @@ def test_the_inference_image_copies_what_inference_imports_and_no_training():
     assert needed <= copied
     assert not any("training" in p.parts or "evaluation" in p.parts for p in copied)
     extra = {p.relative_to(ROOT).parts[1] for p in copied - needed if "panther_seg" in p.parts}
-    assert extra <= {"tools", "commands.py"}, f"copied but not imported by inference: {sorted(extra)}"
+    assert extra <= {"tools", "reporting", "commands.py"}, f"copied but not imported by inference: {sorted(extra)}"

@@ -3,7 +3,6 @@ and the report opened in a real browser (headless Chromium, software WebGL2)."""
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,7 +16,8 @@ from panther_seg.reporting import cli as report_cli
 from panther_seg.reporting.overlay import TUMOUR_RGB
 from panther_seg.reporting.preview import render_preview
 from panther_seg.reporting.records import read_statistics
-from panther_seg.results import Confidence, Lesion, Measurements
+from panther_seg.reporting.statistics import to_json_dict, write_statistics_json
+from panther_seg.results import Confidence, Lesion, Measurements, Segmentation
 
 from chromium import Browser, find_chromium
 
@@ -90,21 +90,16 @@ def write_case(out: Path, name: str, review: bool | None, status: str = "ok", de
         sitk.WriteImage(tumour, str(out / f"{name}.mha"))
         sitk.WriteImage(pancreas, str(out / f"{name}_pancreas.mha"))
         outputs = {"tumour": f"{name}.mha", "pancreas": f"{name}_pancreas.mha"}
-    lesion = {"volume_ml": 7.24, "centroid_lps_mm": list(centre), "longest_in_plane_mm": 24.0,
-              "perpendicular_in_plane_mm": 23.5, "longest_3d_mm": 24.2, "size_category": "20-40 mm"}
-    data = {
-        "schema": "panther-seg-statistics", "schema_version": 1, "case": name, "input": str(inputs / f"{name}.mha"),
-        "status": status, "error": None if status == "ok" else f"{inputs / name}.mha: spacing 0 mm",
-        "tumour": {"volume_ml": 7.24, "lesion_count": 1, "longest_diameter_mm": 24.0, "size_category": "20-40 mm",
-                   "lesions": [lesion]} if status == "ok" else None,
-        "pancreas": {"volume_ml": 9.1},
-        "confidence": {"computed": review is not None, "mirrorings": 8 if review is not None else 1,
-                       "mean_dice": 0.6 if review else 0.95, "min_dice": 0.4 if review else 0.9,
-                       "volume_ml_min": 6.0, "volume_ml_max": 8.0, "review": review,
-                       "reason": "min Dice below 0.5" if review else ""},
-        "timings_s": {"total": 3.5}, "model": {"demonstration": demonstration}, "outputs": outputs,
-    }
-    (out / f"{name}_statistics.json").write_text(json.dumps(data))
+    measured = Measurements(7.24, (Lesion(7.24, tuple(centre), 24.0, 23.5, 24.2, "20-40 mm"),), 9.1, 120.0, 118.0)
+    confidence = (Confidence(True, 8, 0.6 if review else 0.95, 0.4 if review else 0.9, 6.0, 8.0, review,
+                             "mean mirrored Dice below 0.9" if review else "")
+                  if review is not None else Confidence(False, 1, reason="no mirroring (--fast)"))
+    segmentation = Segmentation(tumour, measurements=measured, confidence=confidence) if status == "ok" else None
+    paths = {kind: out / file for kind, file in outputs.items()}
+    data = to_json_dict(name, inputs / f"{name}.mha", "done" if status == "ok" else status, {"demonstration": demonstration},
+                        {}, segmentation, {"read": 0.5, "network": 3.0}, paths,
+                        "" if status == "ok" else f"{inputs / name}.mha: spacing 0 mm")
+    write_statistics_json(out / f"{name}_statistics.json", data)
 
 
 @pytest.fixture(scope="module")

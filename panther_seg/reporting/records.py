@@ -13,9 +13,9 @@ from typing import Any
 from ..errors import InputError
 from ..io.images import case_id
 from ..results import Confidence, Lesion, Measurements
-
-STATISTICS_SUFFIX = "_statistics.json"
-STATISTICS_SCHEMA, STATISTICS_VERSION = "panther-seg-statistics", 1
+from .statistics import SCHEMA as STATISTICS_SCHEMA
+from .statistics import SCHEMA_VERSION as STATISTICS_VERSION
+from .statistics import STATISTICS_SUFFIX
 MANIFEST_NAME = "manifest.csv"  # the cohort's (panther_seg.cohort.manifest)
 
 
@@ -54,17 +54,17 @@ def read_statistics(path: Path) -> dict[str, Any]:
 
 def measurements_from(data: dict[str, Any]) -> Measurements | None:
     """The ``Measurements`` a statistics file records (None for a case that was not segmented)."""
-    tumour = data.get("tumour")
-    if not tumour:
+    found = data.get("measurements")
+    if not found:
         return None
     lesions = tuple(
         Lesion(float(l["volume_ml"]), tuple(float(v) for v in l["centroid_lps_mm"]), float(l["longest_in_plane_mm"]),
                float(l["perpendicular_in_plane_mm"]), float(l["longest_3d_mm"]), str(l["size_category"]))
-        for l in tumour.get("lesions", [])
+        for l in found.get("lesions", [])
     )
-    pancreas = (data.get("pancreas") or {}).get("volume_ml")
-    return Measurements(float(tumour["volume_ml"]), lesions, None if pancreas is None else float(pancreas),
-                        tumour.get("mean_intensity"), tumour.get("median_intensity"))
+    pancreas = found.get("pancreas_volume_ml")
+    return Measurements(float(found["tumour_volume_ml"]), lesions, None if pancreas is None else float(pancreas),
+                        found.get("tumour_mean_intensity"), found.get("tumour_median_intensity"))
 
 
 def confidence_from(data: dict[str, Any]) -> Confidence | None:
@@ -89,11 +89,11 @@ def case_from_statistics(path: Path) -> ReportCase:
     model = data.get("model") or {}
     return ReportCase(
         name=str(data.get("case") or path.name[: -len(STATISTICS_SUFFIX)]),
-        status=str(data.get("status") or "ok"), error=data.get("error"),
+        status="ok" if data.get("status") == "done" else str(data.get("status") or "failed"), error=data.get("error") or None,
         image=_path(data.get("input"), path.parent),
         tumour=_path(outputs.get("tumour"), path.parent), pancreas=_path(outputs.get("pancreas"), path.parent),
         measurements=measurements_from(data), confidence=confidence_from(data),
-        seconds=(data.get("timings_s") or {}).get("total"),
+        seconds=sum((data.get("timings_s") or {}).values()) or None,
         demonstration=bool(model.get("demonstration")), model=model,
     )
 

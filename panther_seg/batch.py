@@ -138,7 +138,9 @@ def case_statistics(segmenter: Segmenter, src: Case, dst: Destination, segmentat
 
     protocol = protocol_dict(describe_departures(segmenter.settings, segmenter.preprocessing), segmenter.settings,
                              segmenter.preprocessing.to_dict())
-    return to_json_dict(case_id(dst.tumour), case_source(src), status, segmenter.resources.provenance, protocol,
+    source = case_source(src)  # absolute: the report finds the scan from wherever it is opened
+    source = source.absolute() if isinstance(source, Path) else source
+    return to_json_dict(case_id(dst.tumour), source, status, segmenter.resources.provenance, protocol,
                         segmentation, seconds, dst.chosen() if segmentation is not None else None, error)
 
 

@@ -181,20 +181,24 @@ def test_preview_and_report_need_batch_mode(capsys: pytest.CaptureFixture[str]) 
 
 
 @pytest.mark.slow
-def test_batch_mode_writes_previews_and_the_report(tmp_path: Path, small_checkpoint: Path) -> None:
+def test_batch_mode_writes_previews_and_the_report(tmp_path: Path, small_checkpoint: Path, monkeypatch) -> None:
+    """As a user types it, with paths relative to the working folder: the statistics record where
+    the scans are, so the pictures and the report's viewer find them."""
     from conftest import blob_volume, write_image
 
-    inputs = tmp_path / "in"
     for seed in (1, 2):
-        write_image(inputs / f"case{seed}.mha", blob_volume((16, 48, 48), seed))
+        write_image(tmp_path / "in" / f"case{seed}.mha", blob_volume((16, 48, 48), seed))
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "out"
-    assert cli.main(["-i", str(inputs), "-o", str(out), "--checkpoint", str(small_checkpoint), "--fast",
+    assert cli.main(["-i", "in", "-o", "out", "--checkpoint", str(small_checkpoint), "--fast",
                      "--save-pancreas", "--preview", "--report"]) == 0
     for seed in (1, 2):
         with Image.open(out / f"case{seed}_preview.png") as picture:
             assert picture.format == "PNG" and picture.width >= 900
+        assert (out / "report" / "cases" / f"case{seed}.js").is_file()  # the viewer's volumes
     index = (out / "report" / "index.html").read_text()
     assert 'data-case="case1"' in index and 'data-case="case2"' in index
+    assert (out / "statistics.csv").is_file()  # --report implies --statistics: the table's figures
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from panther_seg.tools.benchmark import main
 def test_benchmark_reports_every_stage_the_window_comparison_and_the_machine(tmp_path, small_checkpoint, capsys):
     out = tmp_path / "bench.json"
     assert main(["--shape", "20", "64", "80", "--device", "cpu", "--checkpoint", str(small_checkpoint),
-                 "--window-repeats", "1", "--nnunet", "off", "--startup-repeats", "1", "--json", str(out)]) == 0
+                 "--window-repeats", "1", "--nnunet", "off", "--startup-repeats", "1", "--report-cases", "2", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["machine"]["cpu_cores"] >= 1 and report["machine"]["torch"]
     window = report["window"]
@@ -21,7 +21,9 @@ def test_benchmark_reports_every_stage_the_window_comparison_and_the_machine(tmp
     assert 0 < window["fraction_of_matmul"]
     (run,) = report["runs"]
     assert run["case"] == "custom" and run["protocol"] == "fast"
-    assert set(run["stages_s"]) == {"read", "preprocess", "network", "postprocess", "to input grid", "measure", "write"}
+    assert set(run["stages_s"]) == {"read", "preprocess", "network", "postprocess", "to input grid", "measure", "write", "preview"}
+    assert 0 < run["at_a_glance_fraction"] < 1  # measurements and preview against the case's time
+    assert report["report"]["cases"] == 2 and report["report"]["bytes_per_case"] > 0
     assert all(v > 0 for v in run["peak_ram_gib"].values())
     startup = report["startup"]  # fresh processes: --help, imports, checkpoint, a whole --fast run of the case
     (round_,) = startup["rounds"]
@@ -30,6 +32,7 @@ def test_benchmark_reports_every_stage_the_window_comparison_and_the_machine(tmp
     assert startup["fixed_s"] == pytest.approx(startup["case_wall_s"] - startup["case_stages_s"], abs=0.002)
     printed = capsys.readouterr().out
     assert "machine:" in printed
+    assert "custom fast: measurements " in printed and "report of 2 PANTHER-median cases: " in printed
     assert "start-up (fresh processes, median of 1): --help " in printed and "fixed cost of a --fast case" in printed
 
 

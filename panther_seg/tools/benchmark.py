@@ -44,7 +44,8 @@ from ..contract.resources import resolve_resources
 from ..system.machine import machine
 from ..system.runtime import keep_freed_memory
 from ..inference.sliding_window import InferenceSettings
-from . import startup
+from ..reporting.preview import render_preview, write_png
+from . import report_benchmark, startup
 from .synthetic import make_case
 
 CASES = {  # name: (shape z, y, x; spacing x, y, z), from task1_nnunet_dataset_fingerprint.json
@@ -178,11 +179,14 @@ def stage_benchmark(segmenter: Segmenter, path: Path, workdir: Path) -> dict[str
     with timings.stage("read"):
         image = read_image(path)
     start = time.perf_counter()
-    mask = segmenter.segment(image, timings, source=path).tumour
+    segmentation = segmenter.segment(image, timings, source=path)
     total = time.perf_counter() - start + timings.seconds["read"]
     with timings.stage("write"):
-        write_image_atomic(mask, workdir / "mask.mha")
+        write_image_atomic(segmentation.tumour, workdir / "mask.mha")
     total += timings.seconds["write"]
+    with timings.stage("preview"):  # what --preview adds to a case (not in total_s: the overhead is its own line)
+        write_png(render_preview(image, segmentation.tumour, segmentation.pancreas, segmentation.measurements,
+                                 segmentation.confidence), workdir / "preview.png")
     volume = sitk.GetArrayViewFromImage(image)
     t = time.perf_counter()
     zscore(volume)
@@ -193,6 +197,7 @@ def stage_benchmark(segmenter: Segmenter, path: Path, workdir: Path) -> dict[str
         "peak_ram_gib": {k: round(v, 2) for k, v in timings.peak_rss.items()},
         "peak_gpu_gib": {k: round(v, 2) for k, v in timings.peak_gpu.items()},
         "total_s": round(total, 2),
+        "at_a_glance_fraction": round((timings.seconds["measure"] + timings.seconds["preview"]) / total, 4),
         "max_peak_ram_gib": round(max(timings.peak_rss.values()), 2),
         "max_peak_gpu_gib": round(max(timings.peak_gpu.values()), 2) if timings.peak_gpu else None,
     }
@@ -238,6 +243,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--startup-repeats", type=int, default=3, metavar="N",
                    help="fresh processes per start-up figure (--help, imports, checkpoint, a --fast case's fixed cost) on the "
                         "first case; 0 skips them")
+    p.add_argument("--report-cases", type=int, default=100, metavar="N",
+                   help="time the browser report of N PANTHER-median cases (0: skip)")
     p.add_argument("--nnunet", choices=("off", "fast", "full"), default="fast", help="nnU-Net comparison when nnunetv2 is installed: no mirroring (fast) or 8 mirrorings (full)")
     p.add_argument("--json", type=Path, default=Path("benchmark.json"))
     p.add_argument("--report", type=Path, metavar="DIR",
@@ -275,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                        **stage_benchmark(Segmenter(resources, settings), path, Path(tmp))}
                 report["runs"].append(run)
                 print(f"{case} {protocol}: total {run['total_s']} s, peak RAM {run['max_peak_ram_gib']} GiB, peak GPU {run['max_peak_gpu_gib']} GiB")
+                print(at_a_glance(run))
             if args.nnunet != "off":
                 result = nnunet_benchmark(path, device, args.nnunet == "full")
                 if result is not None:
@@ -283,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.startup_repeats > 0 and "startup" not in report:
                 report["startup"] = startup.startup_cost(path, args.startup_repeats, device, args.checkpoint or ())
                 print(startup.describe(report["startup"]))
+    if args.report_cases > 0:
+        report["report"] = report_benchmark.measure(args.report_cases)
+        print(report_benchmark.describe(report["report"]))
     if not args.no_window:
         report["window"] = window_benchmark_in_fresh_process(resources.checkpoint_paths[0], resources.members[0].config, device, args.window_repeats)
         print(f"window: {report['window']}")
@@ -292,12 +303,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def at_a_glance(run: dict[str, Any]) -> str:
+    """What measurements, confidence and a preview add to a case (the confidence is counted in
+    the network and post-processing stages it shares)."""
+    stages = run["stages_s"]
+    return (f"{run['case']} {run['protocol']}: measurements {stages['measure']:.2f} s + preview {stages['preview']:.2f} s = "
+            f"{100 * run['at_a_glance_fraction']:.1f} % of the case's {run['total_s']:.2f} s")
+
+
 def print_table(report: dict[str, Any]) -> None:
-    stages = ["read", "preprocess", "network", "postprocess", "to input grid", "measure", "write"]
+    stages = ["read", "preprocess", "network", "postprocess", "to input grid", "measure", "write", "preview"]
     print(f"\n{'case':8} {'protocol':8} " + " ".join(f"{s:>13}" for s in stages) + f" {'total s':>8} {'RAM GiB':>8} {'GPU GiB':>8}")
     for run in report["runs"]:
         print(f"{run['case']:8} {run['protocol']:8} " + " ".join(f"{run['stages_s'].get(s, 0):13.2f}" for s in stages)
               + f" {run['total_s']:8.2f} {run['max_peak_ram_gib']:8.2f} {run['max_peak_gpu_gib'] or 0:8.2f}")
+    for run in report["runs"]:
+        print(at_a_glance(run))
+    if "report" in report:
+        print(report_benchmark.describe(report["report"]))
     if "startup" in report:
         print(startup.describe(report["startup"]))
     m = report["machine"]

@@ -8,7 +8,6 @@ beside the masks: the report draws each one)."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -19,7 +18,10 @@ from typing import Any, Sequence
 
 import SimpleITK as sitk
 
+from ..reporting.measurements import measure as measure_case
 from ..reporting.records import collect_cases
+from ..reporting.statistics import to_json_dict, write_statistics_json
+from ..results import Confidence, Segmentation
 from ..reporting.report import CASES_DIR, REPORT_DIR, write_report
 from ..system.machine import summary
 from .synthetic import make_case
@@ -28,22 +30,22 @@ MEDIAN_SHAPE, MEDIAN_SPACING = (72, 258, 318), (1.1875, 1.1875, 3.0)
 
 
 def write_run(out: Path, cases: int, shape: Sequence[int] = MEDIAN_SHAPE) -> None:
-    """A run's output folder: one scan and its masks, ``cases`` statistics files naming them."""
+    """A run's output folder: one scan and its masks (the label's tumour and pancreas), measured,
+    and ``cases`` statistics files naming them, written as batch mode writes them."""
     image, label = make_case(7, shape, MEDIAN_SPACING)
     inputs = out.parent / "inputs"
     inputs.mkdir(parents=True, exist_ok=True)
+    tumour, pancreas = sitk.Cast(label == 1, sitk.sitkUInt8), sitk.Cast(label == 2, sitk.sitkUInt8)
     sitk.WriteImage(image, str(inputs / "scan.mha"), useCompression=True)
-    sitk.WriteImage(sitk.Cast(label == 1, sitk.sitkUInt8), str(out / "mask.mha"), useCompression=True)
-    sitk.WriteImage(sitk.Cast(label == 2, sitk.sitkUInt8), str(out / "mask_pancreas.mha"), useCompression=True)
+    sitk.WriteImage(tumour, str(out / "mask.mha"), useCompression=True)
+    sitk.WriteImage(pancreas, str(out / "mask_pancreas.mha"), useCompression=True)
+    segmentation = Segmentation(tumour, pancreas, measurements=measure_case(image, tumour, pancreas),
+                                confidence=Confidence(False, 1, reason="no mirroring (--fast)"))
+    outputs = {"tumour": out / "mask.mha", "pancreas": out / "mask_pancreas.mha"}
     for index in range(cases):
         name = f"case{index:03d}"
-        (out / f"{name}_statistics.json").write_text(json.dumps({
-            "schema": "panther-seg-statistics", "schema_version": 1, "case": name, "input": str(inputs / "scan.mha"),
-            "status": "ok", "error": None, "tumour": None, "pancreas": {"volume_ml": None},
-            "confidence": {"computed": False, "mirrorings": 1, "reason": "no mirroring (--fast)"},
-            "timings_s": {"total": 1.0}, "model": {"demonstration": True},
-            "outputs": {"tumour": "mask.mha", "pancreas": "mask_pancreas.mha"},
-        }))
+        write_statistics_json(out / f"{name}_statistics.json", to_json_dict(
+            name, inputs / "scan.mha", "done", {"demonstration": True}, {}, segmentation, {"network": 1.0}, outputs))
 
 
 def measure(cases: int) -> dict[str, Any]:
@@ -64,12 +66,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m panther_seg.tools.report_benchmark", description=__doc__.splitlines()[0])
     p.add_argument("--cases", type=int, default=100)
     args = p.parse_args(argv)
-    result = measure(args.cases)
-    print(f"report of {result['cases']} PANTHER-median cases: {result['seconds']:.1f} s wall, {result['cpu_seconds']:.1f} s CPU "
+    print(describe(measure(args.cases)))
+    return 0
+
+
+def describe(result: dict[str, Any]) -> str:
+    return (f"report of {result['cases']} PANTHER-median cases: {result['seconds']:.1f} s wall, {result['cpu_seconds']:.1f} s CPU "
           f"(load average {result['load_average']:.1f} at the end); "
           f"{result['bytes_per_case'] / 1e6:.2f} MB per case (viewer volumes, preview, thumbnail, page), "
           f"{result['bytes_total'] / 1e6:.1f} MB in all; {summary()}, Python {platform.python_version()}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from .io.outputs import (
     DICOM_SEG_SUFFIX, DicomSegPaths, OutputPaths, batch_outputs, check_outputs, is_dicom_seg_path, is_mask_path,
     outputs_beside, write_outputs,
 )
-from .contract.provenance import model_provenance
 from .io.images import case_id
 from .reporting.statistics import (
     CSV_NAME, protocol_dict, read_statistics_json, statistics_path, statistics_row, to_json_dict, write_statistics_csv,
@@ -116,7 +115,7 @@ def segment_file(segmenter: Segmenter, src: Case, dst: Destination, statistics: 
     log.info(describe_image(src, image))
     segmentation = segmenter.run(image, timings, case_source(src))
     with timings.stage("write"):
-        written = write_case(segmentation, dst, series, model_provenance(segmenter.resources))
+        written = write_case(segmentation, dst, series, segmenter.resources.model)
     log.info("wrote %s", written)
     if statistics:
         write_case_statistics(segmenter, src, dst, segmentation, timings.seconds)
@@ -353,7 +352,7 @@ def overlapped_cases(segmenter: Segmenter, cases: list[tuple[Case, Destination]]
     def write(case: InFlight) -> None:
         segmentation = segmenter.finish(case.image, case.prepared, case.probabilities, case.timings, segmenter.extras)
         with case.timings.stage("write"):
-            written = write_case(segmentation, case.dst, case.series, model_provenance(segmenter.resources))
+            written = write_case(segmentation, case.dst, case.series, segmenter.resources.model)
         log.info("wrote %s", written)
         if statistics:
             write_case_statistics(segmenter, case.src, case.dst, segmentation, case.timings.seconds)

@@ -20,6 +20,7 @@ from .config import (
 )
 from .errors import InputError
 from .io.dicomweb import location
+from .system.logs import configure_logging
 from .system.runtime import keep_freed_memory
 
 if TYPE_CHECKING:
@@ -28,20 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("panther_seg")
 
 OUTPUT_FORMATS = ("image", "dicom-seg")
-
-
-def configure_logging() -> None:
-    """Progress to stdout; warnings and errors to stderr (grand-challenge shows them as warnings)."""
-    log.handlers.clear()
-    log.setLevel(logging.INFO)
-    log.propagate = False
-    out = logging.StreamHandler(sys.stdout)
-    out.addFilter(lambda r: r.levelno < logging.WARNING)
-    err = logging.StreamHandler(sys.stderr)
-    err.setLevel(logging.WARNING)
-    for h in (out, err):
-        h.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(h)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -19,7 +19,6 @@ hd = pytest.importorskip("highdicom", reason="DICOM support needs requirements-d
 from conftest import ROOT  # noqa: E402
 from test_cli_dicom import files_under, run  # noqa: E402
 from test_dicom import smoke_volume, write_mr_series  # noqa: E402
-from panther_seg.contract.provenance import model_provenance  # noqa: E402
 from panther_seg.contract.resources import resolve_resources  # noqa: E402
 from panther_seg.errors import InputError  # noqa: E402
 from panther_seg.inference.pipeline import Segmenter  # noqa: E402
@@ -195,10 +194,10 @@ def test_a_case_without_confidence_or_tumour_invents_nothing(tmp_path):
 
 
 def test_provenance_names_the_baked_demonstration_and_a_test_checkpoint(small_checkpoint):
-    baked = model_provenance(resolve_resources(resources_dir=ROOT / "resources", model_dir=ROOT / "no-model-here"))
+    baked = resolve_resources(resources_dir=ROOT / "resources", model_dir=ROOT / "no-model-here").model
     assert baked.demonstration and baked.checkpoints == ("segformer3d.pt",)
     assert baked.trained_on.startswith("fold 0 of ") and "training cases" in baked.trained_on and baked.code_revision != "unknown"
-    test_model = model_provenance(resolve_resources([small_checkpoint]))
+    test_model = resolve_resources([small_checkpoint]).model
     assert not test_model.demonstration and test_model.trained_on == "unknown" and test_model.note == "test network"
 
 

@@ -12,8 +12,8 @@ import SimpleITK as sitk
 from PIL import Image
 
 from panther_seg import cli
-from panther_seg.reporting import cli as report_cli
-from panther_seg.reporting.overlay import TUMOUR_RGB
+from panther_seg.evaluation import report_command as report_cli
+from panther_seg.overlay import TUMOUR_RGB
 from panther_seg.reporting.preview import render_preview
 from panther_seg.reporting.records import read_statistics
 from panther_seg.reporting.statistics import to_json_dict, write_statistics_json

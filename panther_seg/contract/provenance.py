@@ -10,12 +10,9 @@ trained on synthetic data (as the baked ``resources/segformer3d.pt`` records).
 from __future__ import annotations
 
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any
+from typing import Any, Sequence
 
 from ..results import ModelProvenance
-
-if TYPE_CHECKING:
-    from .resources import Resources
 
 UNKNOWN = "unknown"
 DEMONSTRATION_WORDS = ("demonstration", "synthetic")
@@ -57,12 +54,11 @@ def describe_model(path: Path, digest: str, kind: str, provenance: dict[str, Any
     }
 
 
-def model_provenance(resources: Resources) -> ModelProvenance:
-    """The run's model: its checkpoint files and the first member's provenance (an ensemble's
-    members are exported together, from one training set and code)."""
-    record = resources.members[0].provenance
+def model_provenance(checkpoint_paths: Sequence[Path], record: dict[str, Any]) -> ModelProvenance:
+    """A run's model: its checkpoint files and the first member's provenance ``record`` (an
+    ensemble's members are exported together, from one training set and code)."""
     return ModelProvenance(
-        checkpoints=tuple(PurePath(p).name for p in resources.checkpoint_paths),
+        checkpoints=tuple(PurePath(p).name for p in checkpoint_paths),
         trained_on=trained_on(record),
         trained_when=str(record.get("finished") or record.get("exported") or record.get("started") or UNKNOWN),
         code_revision=str(record.get("training_git_revision") or record.get("git_revision") or UNKNOWN),

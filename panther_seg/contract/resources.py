@@ -22,7 +22,8 @@ from typing import Any, Callable, Sequence
 
 from .checkpoint import LoadedModel, load_checkpoint
 from .model_contract import ModelContract
-from .provenance import describe_model, is_demonstration
+from ..results import ModelProvenance
+from .provenance import describe_model, is_demonstration, model_provenance
 from .network_config import check_pipeline_config
 from ..config import CHECKPOINT_SUFFIXES, MODEL_TARBALL_DIR, RESOURCES_DIR, SHA256_FILE_NAME, STATS_FILE_NAME
 from ..errors import FieldError, InputError
@@ -52,6 +53,11 @@ class Resources:
     def demonstration(self) -> bool:
         """A member records that it is a demonstration (trained on synthetic data): not a model for real scans."""
         return any(is_demonstration(m.provenance) for m in self.members)
+
+    @cached_property
+    def model(self) -> ModelProvenance:
+        """The model as every result names it (DICOM's algorithm identification, the report)."""
+        return model_provenance(self.checkpoint_paths, self.members[0].provenance)
 
     @cached_property
     def provenance(self) -> dict[str, Any]:

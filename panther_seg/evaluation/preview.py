@@ -2,7 +2,7 @@
 
 Each row is one axial slice through the tumour: the image, the image with the reference
 (green) and the image with the prediction (red) under the reference outline. Pillow only,
-no plotting library; the drawing is ``panther_seg.reporting.overlay``'s.
+no plotting library; the drawing is ``panther_seg.overlay``'s.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..reporting.overlay import REFERENCE_RGB, TUMOUR_RGB as PREDICTION_RGB, blend, draw_outline, grey_to_rgb, window_to_uint8
+from ..overlay import REFERENCE_RGB, TUMOUR_RGB as PREDICTION_RGB, blend, draw_outline, grey_to_rgb, window_to_uint8
 
 GAP_PX = 4
 LABEL_PX = 12

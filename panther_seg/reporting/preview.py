@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 
 from ..io.files import atomic_path
 from ..results import Confidence, Measurements
-from .overlay import (
+from ..overlay import (
     LETTER_RGB, PANCREAS_RGB, REFERENCE_RGB, TEXT_RGB, TUMOUR_RGB, draw_orientation, draw_outline, draw_scale_bar,
     draw_text, grey_to_rgb,
 )

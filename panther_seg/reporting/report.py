@@ -20,7 +20,7 @@ from PIL import Image
 from ..errors import InputError
 from ..io.files import atomic_path
 from .preview import PREVIEW_SUFFIX, panel, render_preview, VIEWS, display_spacing, focus_point, window_of, write_png
-from .overlay import PANCREAS_RGB, REFERENCE_RGB, TUMOUR_RGB
+from ..overlay import PANCREAS_RGB, REFERENCE_RGB, TUMOUR_RGB
 from .records import ReportCase
 from .viewer import CASE_GLOBAL, NIIVUE_FILE, NIIVUE_LICENCE, VENDOR_DIR, case_script
 

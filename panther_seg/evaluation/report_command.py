@@ -15,10 +15,10 @@ import SimpleITK as sitk
 
 from ..config import IMAGE_CHANNEL_SUFFIX
 from ..errors import InputError
-from ..evaluation.cli import list_cases, match_case, read_volume
-from ..evaluation.metrics import EvaluationError, binarise_prediction, binarise_reference, case_metrics
-from .records import ReportCase, collect_cases
-from .report import write_report
+from .cli import list_cases, match_case, read_volume
+from .metrics import EvaluationError, binarise_prediction, binarise_reference, case_metrics
+from ..reporting.records import ReportCase, collect_cases
+from ..reporting.report import write_report
 
 log = logging.getLogger("panther_seg")
 
@@ -61,7 +61,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ..cli import configure_logging
+    from ..system.logs import configure_logging
 
     configure_logging()
     args = parse_args(argv)

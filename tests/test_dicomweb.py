@@ -37,6 +37,9 @@ def server(tmp_path_factory):
     yield from orthanc.running(tmp_path_factory.mktemp("orthanc"))
 
 
+REAL_HOME = os.path.expanduser("~")
+
+
 @pytest.fixture
 def pacs(server, tmp_path, monkeypatch):
     """The server, emptied, with the test user's credentials in a netrc file (``$NETRC``) and
@@ -218,7 +221,7 @@ def test_credentials_in_a_url_are_refused_without_showing_them(tmp_path, small_c
 
 
 @pytest.mark.slow
-def test_the_cohort_segments_series_urls_from_a_csv(pacs, tmp_path, small_checkpoint, capsys):
+def test_the_cohort_segments_series_urls_from_a_csv(pacs, tmp_path, small_checkpoint, capsys, monkeypatch):
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[cohort]' or '.[dev]')")
     from conftest import ROOT
     from panther_seg.cohort.cli import parse_args, run_cohort
@@ -230,6 +233,9 @@ def test_the_cohort_segments_series_urls_from_a_csv(pacs, tmp_path, small_checkp
     options = ["--checkpoint", str(small_checkpoint), "--fast"]
     code, _, err = run(["-i", tmp_path / "mr", "-o", tmp_path / "local.mha"] + options, capsys)
     assert code == 0, err
+    # Ray's own files (its cluster token under ~/.ray) where an earlier Ray in this process put them:
+    # the pacs fixture's temporary HOME only hides a real ~/.netrc, which $NETRC already overrides.
+    monkeypatch.setenv("HOME", REAL_HOME)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,  # workers find the credentials as the driver does
              runtime_env={"env_vars": {"NETRC": os.environ["NETRC"], "PYTHONPATH": str(ROOT)}})
     try:

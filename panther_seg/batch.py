@@ -17,6 +17,7 @@ import SimpleITK as sitk
 
 from .errors import InputError
 from .io.dicomweb import DicomWebCase, StoredSeg, check_store, is_url, read_dicomweb_series, resolve_case
+from .io.dicom_files import is_dicom_file, is_dicom_folder
 from .io.images import has_image_suffix, list_folder, read_image, validate_image
 from .io.outputs import (
     DICOM_SEG_SUFFIX, DicomSegPaths, OutputPaths, batch_outputs, check_outputs, is_dicom_seg_path, is_mask_path,
@@ -60,24 +61,6 @@ class DicomCase:
 Case = Path | DicomCase | DicomWebCase
 Destination = OutputPaths | DicomSegPaths | StoredSeg
 DICOM_CASES = (DicomCase, DicomWebCase)  # a DICOM SEG output references their series
-
-
-def is_dicom_folder(path: Path) -> bool:
-    """A folder holding DICOM files (False, with the image files' rules, where pydicom is missing)."""
-    try:
-        from .io.dicom import is_dicom_folder as detect
-    except ImportError:
-        return False
-    return detect(path)
-
-
-def is_dicom_file(path: Path) -> bool:
-    """A DICOM file given as an input (False where pydicom is missing: then ITK's reader decides)."""
-    try:
-        from .io.dicom import is_dicom_file as detect
-    except ImportError:
-        return False
-    return detect(path)
 
 
 def describe_image(path: Case, image: sitk.Image) -> str:

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import ROOT, SMALL_CONFIG, blob_volume, write_image
 
-HEAVY = ("torch", "monai", "scipy", "SimpleITK")
+HEAVY = ("torch", "monai", "scipy", "SimpleITK", "pydicom", "highdicom")
 
 # runs ``code`` in a fresh interpreter, then prints the exit code and the heavy top-level modules it imported
 CHILD = """import json, sys
@@ -73,14 +73,15 @@ def test_the_package_loads_its_public_names_on_first_use():
     assert result["heavy"] and "monai" not in result["heavy"]  # Segmenter brought torch, and only that kind
 
 
-def test_a_case_runs_without_importing_monai(tmp_path, small_checkpoint):
+def test_a_case_runs_without_importing_monai_or_the_dicom_stack(tmp_path, small_checkpoint):
+    """An .mha case loads neither MONAI nor pydicom (telling DICOM inputs apart reads bytes only)."""
     image = tmp_path / "case.mha"
     write_image(image, blob_volume((16, 40, 48)))
     argv = ["-i", str(image), "-o", str(tmp_path / "mask.mha"), "--checkpoint", str(small_checkpoint), "--fast", "--device", "cpu"]
     result, out, err = fresh(f"from panther_seg.commands import segment\nsys.exit(segment({argv!r}))")
     assert result["exit"] == 0, err
     assert (tmp_path / "mask.mha").is_file() and "network" in out
-    assert "torch" in result["heavy"] and "monai" not in result["heavy"]
+    assert "torch" in result["heavy"] and not {"monai", "pydicom", "highdicom"} & set(result["heavy"])
 
 
 def test_the_meta_network_is_built_once_per_configuration_and_the_default_one_is_known():

@@ -38,10 +38,9 @@ from pydicom.errors import InvalidDicomError
 
 from ..errors import InputError
 from ..system.memory import MemoryBudget
+from .dicom_files import has_dicom_preamble, is_dicom_file, is_dicom_folder  # noqa: F401 (this module's readers' names)
 from .integrity import native_stderr
 
-PREAMBLE_OFFSET = 128
-MAGIC = b"DICM"
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 MULTI_FRAME_MR = {
     "1.2.840.10008.5.1.4.1.1.4.1": "Enhanced MR Image Storage",
@@ -116,30 +115,8 @@ class _Slice:
         return self.path.name if self.frame is None else f"{self.path.name} frame {self.frame}"
 
 
-def has_dicom_preamble(path: Path) -> bool:
-    """A DICOM Part 10 file: 'DICM' at byte 128 (files without the preamble are not accepted)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(PREAMBLE_OFFSET)
-            return f.read(4) == MAGIC
-    except OSError:
-        return False
-
-
 def _dicom_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and has_dicom_preamble(p))
-
-
-def is_dicom_folder(path: Path) -> bool:
-    """A folder with at least one DICOM file in it (other files are tolerated)."""
-    path = Path(path)
-    return path.is_dir() and any(p.is_file() and has_dicom_preamble(p) for p in path.iterdir())
-
-
-def is_dicom_file(path: Path) -> bool:
-    """A DICOM Part 10 file, such as one enhanced multi-frame image."""
-    path = Path(path)
-    return path.is_file() and has_dicom_preamble(path)
 
 
 def _is_image(ds: Dataset) -> bool:

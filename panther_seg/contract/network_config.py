@@ -36,14 +36,20 @@ def _config_key(config: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
 
 @lru_cache(maxsize=8)
 def _meta_network(key: tuple[tuple[str, Any], ...]) -> SegFormer3D:
+    config = dict(key)
+    if is_default_network(config):
+        # 19 MB on the CPU in 0.05 s, where the meta device's first use imports torch's
+        # symbolic-shape machinery (about 1 s of every case's start-up)
+        return SegFormer3D(**config)
     with torch.device("meta"):
-        return SegFormer3D(**dict(key))
+        return SegFormer3D(**config)
 
 
 def meta_network(config: dict[str, Any]) -> SegFormer3D:
-    """The network ``config`` builds, on the ``meta`` device (shapes, no memory), for reading
-    only. Built once per configuration: its initialisation on ``meta`` is slow, and a checkpoint's
-    loading asks for it twice (the size check, then the state dict's names and shapes)."""
+    """The network ``config`` builds, for reading its names, shapes and size only: on the
+    ``meta`` device (no memory, so an absurd width costs nothing), the default network on the
+    CPU (its size is known). Built once per configuration: a checkpoint's loading asks for it
+    twice (the size check, then the state dict's names and shapes)."""
     return _meta_network(_config_key(config))
 
 

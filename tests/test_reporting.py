@@ -15,7 +15,7 @@ from panther_seg import cli
 from panther_seg.evaluation import report_command as report_cli
 from panther_seg.overlay import TUMOUR_RGB
 from panther_seg.reporting.preview import render_preview
-from panther_seg.reporting.records import read_statistics
+from panther_seg.reporting.statistics import read_statistics
 from panther_seg.reporting.statistics import to_json_dict, write_statistics_json
 from panther_seg.results import Confidence, Lesion, Measurements, Segmentation
 

@@ -1,21 +1,17 @@
 """The cases a report shows: read from each ``<case>_statistics.json`` (the measurements' schema,
 ``panther-seg-statistics`` version 1), from a cohort's ``manifest.csv``, or from a batch run's list
 of cases, whichever are at hand. Reading the statistics file is one function,
-``read_statistics``, so that its schema has one reader."""
+``statistics.read_statistics``, so that its schema has one reader."""
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
 from ..io.images import case_id
 from ..results import Confidence, Lesion, Measurements
-from .statistics import SCHEMA as STATISTICS_SCHEMA
-from .statistics import SCHEMA_VERSION as STATISTICS_VERSION
-from .statistics import STATISTICS_SUFFIX
+from .statistics import STATISTICS_SUFFIX, read_statistics
 MANIFEST_NAME = "manifest.csv"  # the cohort's (panther_seg.cohort.manifest)
 
 
@@ -35,21 +31,6 @@ class ReportCase:
     tumour_ml: float | None = None  # where no measurements were recorded (a cohort's manifest has it)
     demonstration: bool = False
     model: dict[str, Any] = field(default_factory=dict)
-
-
-def read_statistics(path: Path) -> dict[str, Any]:
-    """A ``<case>_statistics.json``, its schema and version checked."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except OSError as e:
-        raise InputError(path, f"cannot read: {e.strerror or e}") from None
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"is not JSON ({e.msg}, line {e.lineno})") from None
-    if not isinstance(data, dict) or data.get("schema") != STATISTICS_SCHEMA:
-        raise InputError(path, f"is not a {STATISTICS_SCHEMA} file")
-    if data.get("schema_version") != STATISTICS_VERSION:
-        raise InputError(path, f"schema_version {data.get('schema_version')!r}; this version reads {STATISTICS_VERSION}")
-    return data
 
 
 def measurements_from(data: dict[str, Any]) -> Measurements | None:

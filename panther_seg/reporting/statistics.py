@@ -134,13 +134,29 @@ def write_statistics_json(path: Path, data: dict[str, Any]) -> None:
         raise InputError(path, f"cannot write the statistics: {e.strerror or e}") from None
 
 
-def read_statistics_json(path: Path) -> dict[str, Any] | None:
-    """A statistics.json of this schema, or None (missing, unreadable, another schema)."""
+def read_statistics(path: Path) -> dict[str, Any]:
+    """A ``<case>_statistics.json``, its schema and version checked."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        data = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise InputError(path, f"cannot read: {e.strerror or e}") from None
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"is not JSON ({e.msg}, line {e.lineno})") from None
+    except UnicodeDecodeError:
+        raise InputError(path, "is not a text file") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise InputError(path, f"is not a {SCHEMA} file")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise InputError(path, f"schema_version {data.get('schema_version')!r}; this version reads {SCHEMA_VERSION}")
+    return data
+
+
+def read_statistics_json(path: Path) -> dict[str, Any] | None:
+    """``read_statistics``, or None where it would refuse the file (missing, unreadable, another schema)."""
+    try:
+        return read_statistics(path)
+    except InputError:
         return None
-    return data if isinstance(data, dict) and data.get("schema") == SCHEMA else None
 
 
 def cell(value: Any) -> str:
